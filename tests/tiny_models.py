@@ -1,0 +1,83 @@
+"""Tiny random models built from real `transformers` configs, shared by the whole suite.
+
+Each builder returns a freshly initialised model in eval mode with a fixed seed, so two calls
+give identical weights. Sizes are chosen so a forward pass takes milliseconds yet every
+architectural feature the methods must handle is present: BERT's separate q/k/v Linear layers,
+GPT-2's fused `c_attn` Conv1D, LLaMA's grouped-query attention (4 query heads, 2 KV heads),
+rotary embeddings and gated MLP.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+)
+
+VOCAB = 128
+
+
+def bert_config() -> BertConfig:
+    return BertConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, num_labels=2,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+
+
+def gpt2_config() -> GPT2Config:
+    return GPT2Config(
+        vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64, num_labels=2,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=0,
+    )
+
+
+def llama_config() -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64, num_labels=2,
+        pad_token_id=0, tie_word_embeddings=False,
+    )
+
+
+_BUILDERS = {
+    ("bert", "classification"): (bert_config, BertForSequenceClassification),
+    ("gpt2", "classification"): (gpt2_config, GPT2ForSequenceClassification),
+    ("gpt2", "causal-lm"): (gpt2_config, GPT2LMHeadModel),
+    ("llama", "classification"): (llama_config, LlamaForSequenceClassification),
+    ("llama", "causal-lm"): (llama_config, LlamaForCausalLM),
+}
+
+ARCHITECTURES = ("bert", "gpt2", "llama")
+
+
+def tiny_model(arch: str, task: str = "classification", seed: int = 0) -> torch.nn.Module:
+    """A 2-layer random model of `arch` ("bert" | "gpt2" | "llama") for `task`."""
+    make_config, model_class = _BUILDERS[(arch, task)]
+    torch.manual_seed(seed)
+    model = model_class(make_config())
+    # Randomise biases and norms too, so a method that forgot a bias or a norm shows up.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "norm" in name.lower():
+                param.add_(0.1 * torch.randn_like(param))
+    return model.eval()
+
+
+def tiny_batch(batch: int = 3, seq: int = 7, seed: int = 1, pad_last: bool = True) -> dict:
+    """Token ids with a padded last row (attention mask zeros at its end) and labels."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, VOCAB, (batch, seq), generator=generator)
+    attention_mask = torch.ones(batch, seq, dtype=torch.long)
+    if pad_last and batch > 1:
+        attention_mask[-1, seq - 2:] = 0
+        input_ids[-1, seq - 2:] = 0
+    labels = torch.randint(0, 2, (batch,), generator=generator)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
