@@ -36,6 +36,7 @@ def gpt2_config() -> GPT2Config:
     return GPT2Config(
         vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64, num_labels=2,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2,
     )
 
 
@@ -43,7 +44,7 @@ def llama_config() -> LlamaConfig:
     return LlamaConfig(
         vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64, num_labels=2,
-        pad_token_id=0, tie_word_embeddings=False,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
     )
 
 
