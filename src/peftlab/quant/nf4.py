@@ -1,0 +1,205 @@
+"""Blockwise NF4 quantization with double quantization, as pure functions over a frozen state.
+
+QLoRA (Dettmers et al. 2023) stores a frozen weight ``W`` of ``n`` values as
+
+    codes[i]  = argmin_k |W[i] / absmax[b] - NF4[k]|     b = i // block_size   (4 bits each)
+    absmax[b] = max_{i in block b} |W[i]|                                     (n / block_size)
+
+and, with double quantization, the float32 absmax constants are themselves quantized to 8 bits
+in blocks of 256 after subtracting their mean (they are all positive, so centring them doubles
+the resolution of the signed 8-bit map)::
+
+    absmax[b] ~= DYNAMIC[q[b]] * nested_absmax[b // 256] + offset
+
+Dequantization is ``W[i] ~= NF4[codes[i]] * absmax[b]``. Two codes share a byte, the first
+element in the high nibble — the bitsandbytes layout, so packed bytes are bit-identical.
+Rounding is to the nearest code (bucketize against midpoints, ties to the lower code), which is
+what bitsandbytes' reference PyTorch backend computes for both levels; its C++ CPU kernel for the
+8-bit level uses an approximate search and disagrees with nearest on a few absmax codes.
+
+Everything works on whatever device the weight lives on; there are no host syncs in the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+
+from peftlab.quant.codebook import BLOCK_SIZES, NESTED_BLOCK_SIZE, NF4_CODE, dynamic_map, midpoints
+
+_FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def validate_block_size(block_size: int) -> int:
+    """Return ``block_size`` if it is a power of two in 32..4096, else raise ValueError."""
+    if block_size not in BLOCK_SIZES:
+        raise ValueError(
+            f"block_size={block_size!r} is not supported: use a power of two from "
+            f"{BLOCK_SIZES[0]} to {BLOCK_SIZES[-1]} ({', '.join(map(str, BLOCK_SIZES))})"
+        )
+    return block_size
+
+
+@dataclass(frozen=True, eq=False)
+class NF4State:
+    """Everything needed to rebuild a quantized tensor; tensors plus JSON-able metadata.
+
+    ``packed``: (ceil(n/2),) uint8. ``absmax``: (n_blocks,) float32, or uint8 codes into the
+    dynamic map when double-quantized, in which case ``nested_absmax`` is (ceil(n_blocks/256),)
+    float32 and ``nested_offset`` a 0-d float32 tensor.
+    """
+
+    packed: torch.Tensor
+    absmax: torch.Tensor
+    shape: tuple[int, ...]
+    block_size: int
+    dtype: torch.dtype = torch.float32
+    nested_absmax: torch.Tensor | None = None
+    nested_offset: torch.Tensor | None = None
+
+    @property
+    def double_quant(self) -> bool:
+        return self.nested_absmax is not None
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def device(self) -> torch.device:
+        return self.packed.device
+
+    def nbytes(self) -> int:
+        """Bytes of the stored tensors (the shared code books are constants, not counted)."""
+        return sum(t.numel() * t.element_size() for t in self.as_tensors().values())
+
+    def as_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors, ready for ``safetensors.torch.save_file`` (contiguous, unshared)."""
+        tensors = {"packed": self.packed, "absmax": self.absmax}
+        if self.double_quant:
+            tensors["nested_absmax"] = self.nested_absmax
+            tensors["nested_offset"] = self.nested_offset.reshape(1)  # safetensors needs rank >= 1
+        return {name: t.contiguous() for name, t in tensors.items()}
+
+    def metadata(self) -> dict[str, str]:
+        """Small string metadata (safetensors stores ``dict[str, str]``)."""
+        info = {"shape": list(self.shape), "block_size": self.block_size,
+                "dtype": str(self.dtype).removeprefix("torch."), "double_quant": self.double_quant}
+        return {"nf4": json.dumps(info)}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> NF4State:
+        """Inverse of ``as_tensors()`` + ``metadata()``; validates what it reads."""
+        info = json.loads(metadata["nf4"])
+        expected = {"packed", "absmax"} | ({"nested_absmax", "nested_offset"} if info["double_quant"] else set())
+        if set(tensors) != expected:
+            raise ValueError(f"NF4 tensors {sorted(tensors)} do not match the expected {sorted(expected)}")
+        offset = tensors.get("nested_offset")
+        return cls(
+            packed=tensors["packed"], absmax=tensors["absmax"], shape=tuple(info["shape"]),
+            block_size=validate_block_size(info["block_size"]), dtype=_FLOAT_DTYPES[info["dtype"]],
+            nested_absmax=tensors.get("nested_absmax"),
+            nested_offset=None if offset is None else offset.reshape(()),
+        )
+
+    def to(self, device: torch.device | str) -> NF4State:
+        """A copy of the state with every tensor on ``device``."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return NF4State(move(self.packed), move(self.absmax), self.shape, self.block_size, self.dtype,
+                        move(self.nested_absmax), move(self.nested_offset))
+
+
+def nf4_bytes_per_param(numel: int, block_size: int = 64, double_quant: bool = True) -> float:
+    """Analytic storage of ``NF4State.nbytes() / numel``; e.g. 0.5159 B (4.127 bits) at 64 + DQ."""
+    n_blocks = -(-numel // block_size)
+    packed = -(-numel // 2)
+    if not double_quant:
+        return (packed + 4 * n_blocks) / numel
+    return (packed + n_blocks + 4 * -(-n_blocks // NESTED_BLOCK_SIZE) + 4) / numel
+
+
+def _blockwise_absmax_codes(flat: torch.Tensor, block_size: int, code: torch.Tensor):
+    """Absmax per block and nearest-code indices. flat: (n,) float32 -> ((n_blocks,), (n,) int32).
+
+    The tail block is zero-padded, which changes neither its absmax nor its other codes. Scaling
+    multiplies by the reciprocal of absmax (clamped so that an all-zero block maps to code 0.0),
+    as the reference kernels do, so that rounding decisions agree bit for bit.
+    """
+    n = flat.numel()
+    n_blocks = -(-n // block_size)
+    blocks = torch.nn.functional.pad(flat, (0, n_blocks * block_size - n)).view(n_blocks, block_size)
+    absmax = blocks.abs().amax(dim=1)  # (n_blocks,)
+    scaled = blocks * (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1)  # (n_blocks, block_size)
+    codes = torch.bucketize(scaled, midpoints(code.to(flat.device)), out_int32=True)
+    return absmax, codes.view(-1)
+
+
+def quantize_nf4(weight: torch.Tensor, block_size: int = 64, double_quant: bool = True) -> NF4State:
+    """Quantize any float tensor (flattened row-major) to NF4. Returns its ``NF4State``."""
+    validate_block_size(block_size)
+    if not weight.is_floating_point():
+        raise TypeError(f"quantize_nf4 needs a floating-point tensor, got {weight.dtype}")
+    flat = weight.detach().reshape(-1).float()  # (n,)
+    n = flat.numel()
+    if n == 0:
+        raise ValueError("quantize_nf4 got an empty tensor")
+    absmax, codes = _blockwise_absmax_codes(flat, block_size, torch.tensor(NF4_CODE))
+    codes = codes[: n + n % 2].to(torch.uint8)  # an odd tail keeps one padded zero (code 7)
+    packed = (codes[0::2] << 4) | codes[1::2]  # (ceil(n/2),)
+    if not double_quant:
+        return NF4State(packed, absmax, tuple(weight.shape), block_size, weight.dtype)
+    offset = absmax.mean()
+    nested_absmax, nested_codes = _blockwise_absmax_codes(absmax - offset, NESTED_BLOCK_SIZE, dynamic_map())
+    q_absmax = nested_codes[: absmax.numel()].to(torch.uint8)
+    return NF4State(packed, q_absmax, tuple(weight.shape), block_size, weight.dtype, nested_absmax, offset)
+
+
+def absmax_float32(state: NF4State) -> torch.Tensor:
+    """The per-block scales as float32, (n_blocks,), decoding the nested level if present.
+
+    Two roundings (scale, then add the offset), never a fused multiply-add, to stay bit-identical.
+    """
+    if not state.double_quant:
+        return state.absmax.float()
+    n_blocks = state.absmax.numel()
+    values = dynamic_map().to(state.device)[state.absmax.long()]  # (n_blocks,)
+    padded = torch.nn.functional.pad(values, (0, state.nested_absmax.numel() * NESTED_BLOCK_SIZE - n_blocks))
+    scaled = (padded.view(-1, NESTED_BLOCK_SIZE) * state.nested_absmax.unsqueeze(1)).view(-1)[:n_blocks]
+    return scaled + state.nested_offset
+
+
+def byte_pair_table(device: torch.device | str = "cpu") -> torch.Tensor:
+    """(256, 2) float32: the two NF4 values of every byte (high nibble first).
+
+    Dequantizing with one gather per byte halves the index work and avoids unpacking nibbles
+    into a separate integer tensor.
+    """
+    code = torch.tensor(NF4_CODE, device=device)
+    byte = torch.arange(256, device=device)
+    return torch.stack([code[byte >> 4], code[byte & 0xF]], dim=1)
+
+
+def dequantize_range(packed: torch.Tensor, absmax: torch.Tensor, block_size: int,
+                     start: int, stop: int, table: torch.Tensor) -> torch.Tensor:
+    """float32 values of elements [start, stop) of a quantized tensor; (stop - start,).
+
+    ``start`` must be a multiple of ``block_size`` (hence even); ``absmax`` is the full float32
+    scale vector from ``absmax_float32``; ``table`` is ``byte_pair_table()`` on the same device.
+    This is the hot loop of ``Linear4bit``: a gather of 8-byte pairs, then one in-place multiply.
+    """
+    values = table[packed[start // 2: (stop + 1) // 2].long()].view(-1)[: stop - start]  # (stop-start,)
+    first, full = start // block_size, (stop - start) // block_size
+    values[: full * block_size].view(full, block_size).mul_(absmax[first: first + full].unsqueeze(1))
+    if full * block_size < stop - start:
+        values[full * block_size:].mul_(absmax[first + full])
+    return values
+
+
+def dequantize_nf4(state: NF4State, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Rebuild the tensor, shape ``state.shape``, in ``dtype`` (computed in float32, then cast)."""
+    table = byte_pair_table(state.device)
+    values = dequantize_range(state.packed, absmax_float32(state), state.block_size, 0, state.numel, table)
+    return values.view(state.shape).to(dtype)
