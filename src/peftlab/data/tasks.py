@@ -1,0 +1,264 @@
+"""Tasks: the examples a training run learns from and is scored on.
+
+A `Task` is a frozen bundle of a training split, a dev split and what is needed to score it.
+Two kinds exist:
+
+- ``"classification"``: `ClassificationExample(text, label, text_pair)`; single sentences or
+  sentence pairs. Labels in the file may be ints or strings; they become ids into
+  `Task.label_names`, a stable sorted list (numeric order when every label is an integer, so
+  SST-2's "0"/"1" keep their ids).
+- ``"causal-lm"``: `CausalLMExample(prompt, target)`; the loss covers target tokens only (see
+  `CausalLMCollator`). Several rows may share one prompt (E2E has ~8 references per meaning
+  representation), so `Task.dev_references` groups the dev targets by prompt for BLEU / ROUGE-L.
+
+The dev split is for final scores only: hyper-parameter sweeps carve their validation set out of
+the training data with `Task.split_validation`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from peftlab.data.readers import DataError, find_split_file, read_rows
+
+CLASSIFICATION = "classification"
+CAUSAL_LM = "causal-lm"
+KINDS = (CLASSIFICATION, CAUSAL_LM)
+
+EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
+
+
+@dataclass(frozen=True)
+class ClassificationExample:
+    text: str
+    label: int  # index into Task.label_names
+    text_pair: str | None = None
+
+
+@dataclass(frozen=True)
+class CausalLMExample:
+    prompt: str
+    target: str
+
+
+@dataclass(frozen=True)
+class ReferenceGroup:
+    """One prompt with every reference target it has (the unit BLEU / ROUGE-L score)."""
+
+    prompt: str
+    references: tuple[str, ...]
+
+
+Example = Union[ClassificationExample, CausalLMExample]
+
+
+def group_references(examples: tuple[CausalLMExample, ...] | list[CausalLMExample]) -> tuple[ReferenceGroup, ...]:
+    """Group causal-LM examples by prompt, in first-seen order, keeping references in row order."""
+    groups: dict[str, list[str]] = {}
+    for example in examples:
+        groups.setdefault(example.prompt, []).append(example.target)
+    return tuple(ReferenceGroup(prompt, tuple(refs)) for prompt, refs in groups.items())
+
+
+@dataclass(frozen=True)
+class Task:
+    """A named training split and dev split of one kind.
+
+    `train` and `dev` are tuples of examples in file order. `label_names[i]` is the label string
+    of class id `i` (classification only). `dev_references` is `group_references(dev)` for
+    causal-LM tasks and empty otherwise.
+    """
+
+    name: str
+    kind: str
+    train: tuple[Example, ...]
+    dev: tuple[Example, ...]
+    label_names: tuple[str, ...] = ()
+    dev_references: tuple[ReferenceGroup, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise DataError(f"unknown task kind {self.kind!r}; use one of {', '.join(KINDS)}")
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def split_validation(self, size: float | int, seed: int = 0) -> tuple[tuple[Example, ...], tuple[Example, ...]]:
+        """Carve a validation set out of the *training* data: returns `(train_rest, validation)`.
+
+        `size` is a fraction in (0, 1) or a count >= 1. Classification splits rows; causal-LM
+        splits whole prompt groups so no prompt has references on both sides (that would leak
+        the answer into validation). The choice is uniform with `random.Random(seed)`; both
+        parts keep the original order.
+        """
+        # One key per row; rows sharing a key (a prompt, for causal-LM) move together.
+        keys = [ex.prompt if self.kind == CAUSAL_LM else i for i, ex in enumerate(self.train)]
+        units = list(dict.fromkeys(keys))
+        if isinstance(size, float) and 0.0 < size < 1.0:
+            count = max(1, round(size * len(units)))
+        elif isinstance(size, int) and not isinstance(size, bool) and 1 <= size < len(units):
+            count = size
+        else:
+            raise DataError(
+                f"validation size {size!r} must be a fraction in (0, 1) or an int in "
+                f"[1, {len(units) - 1}] ({len(units)} {'prompts' if self.kind == CAUSAL_LM else 'rows'})"
+            )
+        chosen = {units[i] for i in random.Random(seed).sample(range(len(units)), count)}
+        rest = tuple(ex for key, ex in zip(keys, self.train) if key not in chosen)
+        validation = tuple(ex for key, ex in zip(keys, self.train) if key in chosen)
+        return rest, validation
+
+
+# Column names tried in order when the caller does not name one.
+DEFAULT_COLUMNS = {
+    "text": ("sentence", "text", "sentence1"),
+    "text_pair": ("sentence2", "text_pair"),
+    "label": ("label", "labels"),
+    "prompt": ("prompt", "mr", "input"),
+    "target": ("target", "ref", "output", "completion"),
+}
+
+EMBEDDED = {
+    "sst2": (CLASSIFICATION, "sst2_train.tsv", "sst2_dev.tsv"),
+    "e2e": (CAUSAL_LM, "e2e_train.csv", "e2e_dev.csv"),
+}
+
+
+def _column(rows: list[dict[str, str]], role: str, given: str | None, where: Path, required: bool = True) -> str | None:
+    """The column playing `role`: the one named by the caller, else the first default present."""
+    columns = list(rows[0]) if rows else []
+    if given is not None:
+        if given in columns:
+            return given
+        raise DataError(f"{where}: no column {given!r} for the {role} (columns: {', '.join(columns)})")
+    for candidate in DEFAULT_COLUMNS[role]:
+        if candidate in columns:
+            return candidate
+    if not required:
+        return None
+    raise DataError(
+        f"{where}: no {role} column (tried {', '.join(DEFAULT_COLUMNS[role])}; columns: "
+        f"{', '.join(columns)}); pass {role}_col="
+    )
+
+
+def _infer_kind(rows: list[dict[str, str]], explicit_causal: bool, explicit_classification: bool) -> str:
+    if explicit_causal:
+        return CAUSAL_LM
+    if explicit_classification:
+        return CLASSIFICATION
+    columns = set(rows[0]) if rows else set()
+    if columns & set(DEFAULT_COLUMNS["label"]):
+        return CLASSIFICATION
+    if columns & set(DEFAULT_COLUMNS["prompt"]) and columns & set(DEFAULT_COLUMNS["target"]):
+        return CAUSAL_LM
+    raise DataError(f"cannot tell the task kind from the columns ({', '.join(sorted(columns))}); pass kind=")
+
+
+def _sorted_labels(values: set[str]) -> tuple[str, ...]:
+    if all(re.fullmatch(r"-?\d+", v) for v in values):
+        return tuple(sorted(values, key=int))
+    return tuple(sorted(values))
+
+
+def _classification(train_rows, dev_rows, train_path, dev_path, text_col, text_pair_col, label_col):
+    text = _column(train_rows, "text", text_col, train_path)
+    pair = _column(train_rows, "text_pair", text_pair_col, train_path, required=False)
+    label = _column(train_rows, "label", label_col, train_path)
+    for role, column in (("text", text), ("text_pair", pair), ("label", label)):
+        if dev_rows and column is not None:
+            _column(dev_rows, role, column, dev_path)
+    label_names = _sorted_labels({row[label].strip() for row in train_rows})
+    ids = {name: i for i, name in enumerate(label_names)}
+
+    def examples(rows, where):
+        out = []
+        for row in rows:
+            name = row[label].strip()
+            if name not in ids:
+                raise DataError(f"{where}: label {name!r} does not occur in the training data ({', '.join(label_names)})")
+            out.append(ClassificationExample(row[text], ids[name], row[pair] if pair else None))
+        return tuple(out)
+
+    return examples(train_rows, train_path), examples(dev_rows, dev_path), label_names
+
+
+def _causal(rows, where, prompt_col, target_col):
+    prompt = _column(rows, "prompt", prompt_col, where)
+    target = _column(rows, "target", target_col, where)
+    return tuple(CausalLMExample(row[prompt], row[target]) for row in rows)
+
+
+def _resolve_files(source: str, train_file, dev_file) -> tuple[str, str | None, Path, Path | None]:
+    """(name, embedded kind or None, train path, dev path or None)."""
+    if source in EMBEDDED and not Path(source).exists():
+        kind, train_name, dev_name = EMBEDDED[source]
+        return source, kind, EMBEDDED_DIR / train_name, EMBEDDED_DIR / dev_name
+    path = Path(source)
+    if path.is_dir():
+        train = Path(train_file) if train_file else find_split_file(path, "train")
+        dev = Path(dev_file) if dev_file else find_split_file(path, "dev")
+        return path.name, None, train, dev
+    if path.is_file():
+        return path.stem, None, path, Path(dev_file) if dev_file else None
+    raise DataError(
+        f"no data set {source!r}: use an embedded name ({', '.join(EMBEDDED)}) or a folder / "
+        f"CSV, TSV or JSONL file that exists"
+    )
+
+
+def load_task(
+    source: str,
+    *,
+    kind: str | None = None,
+    text_col: str | None = None,
+    text_pair_col: str | None = None,
+    label_col: str | None = None,
+    prompt_col: str | None = None,
+    target_col: str | None = None,
+    train_file: str | None = None,
+    dev_file: str | None = None,
+    max_train: int | None = None,
+    max_dev: int | None = None,
+) -> Task:
+    """Load an embedded task ("sst2", "e2e") or one from a folder or a single file.
+
+    A folder needs one `train*` and one `dev*` (or `validation*`) file; `train_file=` /
+    `dev_file=` override that. A single file becomes the training split and the dev split is
+    empty unless `dev_file=` is given. Columns default to sentence/text (+ sentence2 for pairs)
+    and label, or prompt/mr and target/ref; the kind is inferred from the columns when not given.
+    `max_train` keeps the first rows of the training file; `max_dev` keeps the first dev rows
+    (classification) or the first distinct prompts with all their references (causal-LM).
+    """
+    name, embedded_kind, train_path, dev_path = _resolve_files(source, train_file, dev_file)
+    train_rows = read_rows(train_path)
+    dev_rows = read_rows(dev_path) if dev_path else []
+    if not train_rows:
+        raise DataError(f"{train_path}: no training rows")
+    explicit_causal = prompt_col is not None or target_col is not None
+    explicit_cls = text_col is not None or label_col is not None or text_pair_col is not None
+    kind = kind or embedded_kind or _infer_kind(train_rows, explicit_causal, explicit_cls)
+    if kind not in KINDS:
+        raise DataError(f"unknown task kind {kind!r}; use one of {', '.join(KINDS)}")
+    if max_train is not None:
+        train_rows = train_rows[:max_train]
+
+    if kind == CLASSIFICATION:
+        if max_dev is not None:
+            dev_rows = dev_rows[:max_dev]
+        train, dev, labels = _classification(
+            train_rows, dev_rows, train_path, dev_path, text_col, text_pair_col, label_col
+        )
+        return Task(name, kind, train, dev, label_names=labels)
+
+    train = _causal(train_rows, train_path, prompt_col, target_col)
+    dev = _causal(dev_rows, dev_path, prompt_col, target_col) if dev_rows else ()
+    if max_dev is not None:
+        keep = {g.prompt for g in group_references(dev)[:max_dev]}
+        dev = tuple(ex for ex in dev if ex.prompt in keep)
+    return Task(name, kind, train, dev, dev_references=group_references(dev))

