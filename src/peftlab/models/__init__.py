@@ -5,6 +5,17 @@
     transformer_layers(loaded.model)   # the ModuleList of blocks
 """
 
+from peftlab.models.architecture import (
+    LAYER_PATHS,
+    ArchitectureError,
+    head_dim,
+    hidden_size,
+    num_attention_heads,
+    num_kv_heads,
+    num_layers,
+    output_head_names,
+    transformer_layers,
+)
 from peftlab.models.loading import (
     KNOWN_MODELS,
     LoadedModel,
@@ -15,6 +26,8 @@ from peftlab.models.loading import (
 )
 
 __all__ = [
+    "LAYER_PATHS", "ArchitectureError", "head_dim", "hidden_size", "num_attention_heads",
+    "num_kv_heads", "num_layers", "output_head_names", "transformer_layers",
     "KNOWN_MODELS", "LoadedModel", "ModelNotFoundError", "cache_dir", "load_model",
     "resolve_model_folder",
 ]
