@@ -1,0 +1,3 @@
+"""Built-in methods; importing this package registers each of them."""
+
+from peftlab.methods import full, lora  # noqa: F401  (registration on import)

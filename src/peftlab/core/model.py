@@ -1,0 +1,273 @@
+"""`PeftModel`: a base model plus named adapters, with one set of verbs for every method.
+
+    base model ──apply──▶ PeftModel(model)            adapters: {"default": LoraConfig, ...}
+                          ├─ adapter layers           wrap base modules in place (paths unchanged)
+                          ├─ base params to train     e.g. biases, or everything for full FT
+                          ├─ modules_to_save copies   e.g. the classification head
+                          └─ model hooks              e.g. soft prompts, prefixes
+
+Trainable parameters, freezing, state dicts, merge and unmerge all derive from what those four
+declare. Merging is explicit (`merge()` / `unmerge()`); nothing happens in `train()` / `eval()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from peftlab.core.modules_to_save import ModulesToSave
+from peftlab.core.protocol import AdapterLayer, MethodConfig, ModelHook
+from peftlab.core.registry import method_for_config
+from peftlab.core.targets import CLASSIFIER_HEAD_NAMES, _matches, replace_module
+from peftlab.errors import ConfigError, MergeError
+
+_WRAPPER_SEGMENT = ".base_layer"
+
+
+def file_path(path: str) -> str:
+    """A module path as the base model knows it (wrappers' ``base_layer`` hops removed)."""
+    return path.replace(_WRAPPER_SEGMENT, "")
+
+
+class PeftModel(nn.Module):
+    """A model with named adapters. Build it with `peftlab.apply` or `peftlab.load`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.configs: dict[str, MethodConfig] = {}
+        self.hooks = nn.ModuleDict()
+        self.active_adapters: tuple[str, ...] = ()
+        self._disabled = False
+
+    # --- introspection ---------------------------------------------------------------------------
+    @property
+    def config(self):
+        """The base model's Hugging Face config (so code written for HF models keeps working)."""
+        return self.model.config
+
+    def adapter_layers(self, name: str | None = None) -> Iterator[tuple[str, AdapterLayer]]:
+        """(path, layer) of every adapter layer, or of those carrying adapter `name`."""
+        for path, module in self.model.named_modules():
+            if isinstance(module, AdapterLayer) and (name is None or name in module.adapter_names):
+                yield path, module
+
+    def method(self, name: str):
+        return method_for_config(self.configs[name])
+
+    def base_parameters(self) -> dict[str, nn.Parameter]:
+        """Parameters of the base model that its forward pass uses, by their base-model path."""
+        adapter_ids = {id(p) for _, layer in self.adapter_layers() for n in layer.adapter_names
+                       for p in layer.adapter_params(n).values()}
+        shadowed = {id(p) for _, layer in self.adapter_layers() if isinstance(layer, ModulesToSave)
+                    for p in layer.base_layer.parameters()}
+        return {file_path(path): p for path, p in self.model.named_parameters()
+                if id(p) not in adapter_ids and id(p) not in shadowed}
+
+    def module_parameters(self, name: str) -> dict[str, nn.Parameter]:
+        """Tensors of adapter `name` that belong to modules (layers, head copies, base params)."""
+        params: dict[str, nn.Parameter] = {}
+        for path, layer in self.adapter_layers(name):
+            for key, param in layer.adapter_params(name).items():
+                params[f"{file_path(path)}.{key}"] = param
+        params.update(self.method(name).base_parameters_to_train(self, name, self.configs[name]))
+        return params
+
+    def adapter_parameters(self, name: str) -> dict[str, nn.Parameter]:
+        """Every tensor adapter `name` trains: module-level ones by path, then the hook's own."""
+        params = self.module_parameters(name)
+        if name in self.hooks:
+            params.update(self.hooks[name].adapter_params())
+        return params
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters an optimizer should see: those of the active adapters."""
+        params: dict[str, nn.Parameter] = {}
+        for name in self.active_adapters:
+            params.update(self.adapter_parameters(name))
+        return params
+
+    def count_parameters(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts; total counts the base model and all adapters."""
+        trainable = sum(p.numel() for p in self.trainable_parameters().values())
+        total = sum(p.numel() for p in self.parameters())
+        return trainable, total
+
+    # --- adapters --------------------------------------------------------------------------------
+    def add_adapter(self, name: str, config: MethodConfig, *, activate: bool = True) -> None:
+        """Attach a new adapter `name` configured by `config` (the method comes from the config)."""
+        if name in self.configs:
+            raise ConfigError(f"adapter {name!r} exists already: choose another name or delete_adapter({name!r})")
+        if not name or "." in name:
+            raise ConfigError(f"adapter name {name!r} is invalid: use a non-empty name without dots")
+        method = method_for_config(config)
+        method.inject(self.model, name, config)
+        self._wrap_modules_to_save(name, config)
+        hook = method.make_hook(self.model, name, config)
+        if hook is not None:
+            self.hooks[name] = hook
+        self.configs[name] = config
+        if activate:
+            self.set_active([name])
+        else:
+            self.set_active(self.active_adapters)
+
+    def _wrap_modules_to_save(self, name: str, config: MethodConfig) -> None:
+        entries = CLASSIFIER_HEAD_NAMES if config.modules_to_save is None else config.modules_to_save
+        modules = dict(self.model.named_modules())
+        for entry in entries:
+            # Paths inside a wrapper (its base_layer or copies) are not the module itself.
+            paths = [p for p in modules if p and _matches(p, entry)
+                     and _WRAPPER_SEGMENT not in p and ".copies." not in p]
+            # The standard head names are optional (BERT has no "score", GPT-2 no "classifier").
+            if not paths and entry not in CLASSIFIER_HEAD_NAMES:
+                raise ConfigError(f"modules_to_save entry {entry!r} matches no module of {type(self.model).__name__}")
+            for path in paths:
+                module = self.model.get_submodule(path)
+                if isinstance(module, AdapterLayer) and not isinstance(module, ModulesToSave):
+                    raise ConfigError(f"{path} carries an adapter layer and cannot also be in modules_to_save")
+                wrapper = module if isinstance(module, ModulesToSave) else ModulesToSave(module)
+                if wrapper is not module:
+                    replace_module(self.model, path, wrapper)
+                wrapper.add_adapter(name, config)
+
+    def set_active(self, names: str | Sequence[str]) -> None:
+        """Make `names` the active adapters (their contributions add up) and freeze everything else."""
+        names = (names,) if isinstance(names, str) else tuple(names)
+        unknown = [n for n in names if n not in self.configs]
+        if unknown:
+            raise ConfigError(f"unknown adapter(s) {unknown}: existing adapters are {list(self.configs)}")
+        self.active_adapters = names
+        for _, layer in self.adapter_layers():
+            layer.active_adapters = tuple(n for n in names if n in layer.adapter_names)
+        self._refresh_requires_grad()
+
+    def _refresh_requires_grad(self) -> None:
+        for param in self.parameters():
+            param.requires_grad_(False)
+        for param in self.trainable_parameters().values():
+            param.requires_grad_(True)
+
+    def delete_adapter(self, name: str) -> None:
+        if name not in self.configs:
+            raise ConfigError(f"unknown adapter {name!r}: existing adapters are {list(self.configs)}")
+        for path, layer in list(self.adapter_layers(name)):
+            layer.delete_adapter(name)
+            if not layer.adapter_names:
+                replace_module(self.model, path, layer.base_layer)
+        if name in self.hooks:
+            del self.hooks[name]
+        del self.configs[name]
+        self.set_active([n for n in self.active_adapters if n != name])
+
+    @contextlib.contextmanager
+    def disable_adapters(self) -> Iterator[None]:
+        """Run the base model alone inside the block (merged adapters must be unmerged first)."""
+        for name in self.active_adapters:
+            if not self.method(name).capabilities.supports_disable:
+                raise ConfigError(f"adapter {name!r} ({self.configs[name].method}) changes the base weights "
+                                  "themselves and cannot be disabled; reload the base model instead")
+        merged = self.merged_adapters()
+        if merged:
+            raise ConfigError(f"adapters {merged} are merged into the weights: call unmerge() before disabling")
+        layers = [layer for _, layer in self.adapter_layers()]
+        self._disabled = True
+        for layer in layers:
+            layer.disabled = True
+        try:
+            yield
+        finally:
+            self._disabled = False
+            for layer in layers:
+                layer.disabled = False
+
+    # --- merging ---------------------------------------------------------------------------------
+    def merged_adapters(self) -> list[str]:
+        return sorted({n for _, layer in self.adapter_layers() for n in layer.merged_adapters})
+
+    def merge(self, names: Sequence[str] | None = None, *, safe: bool = False) -> None:
+        """Fold adapters (default: the active ones) into the base weights; merging twice is a no-op.
+
+        With `safe`, each merged weight is computed in a copy and checked for NaN/inf first; on a
+        failure every layer merged by this call is unmerged again and MergeError is raised.
+        """
+        names = list(self.active_adapters if names is None else names)
+        for name in names:
+            capabilities = self.method(name).capabilities
+            if not capabilities.mergeable:
+                raise MergeError(f"adapter {name!r} ({self.configs[name].method}) cannot be merged: "
+                                 "its computation is not a change of the base weights")
+        for name in names:
+            for _, layer in self.adapter_layers(name):
+                self._untie_weights_of(layer)
+        done: list[tuple[AdapterLayer, str]] = []
+        try:
+            for name in names:
+                for _, layer in self.adapter_layers(name):
+                    if name not in layer.merged_adapters:
+                        layer.merge(name, safe=safe)
+                        layer.merged_adapters.append(name)
+                        done.append((layer, name))
+        except MergeError:
+            for layer, name in reversed(done):
+                layer.unmerge(name)
+                layer.merged_adapters.remove(name)
+            raise
+
+    def _untie_weights_of(self, layer: AdapterLayer) -> None:
+        """Give other users of `layer`'s base weight their own copy before it changes.
+
+        GPT-2 and many decoders tie the output head to the token embedding: merging a LoRA of the
+        embedding into the shared tensor would silently change the head as well.
+        """
+        weight = getattr(layer.base_layer, "weight", None)
+        if not isinstance(weight, nn.Parameter):
+            return
+        for module in self.model.modules():
+            if module is not layer.base_layer and getattr(module, "weight", None) is weight:
+                module.weight = nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
+                if getattr(self.model.config, "tie_word_embeddings", False):
+                    self.model.config.tie_word_embeddings = False
+
+    def unmerge(self, names: Sequence[str] | None = None) -> None:
+        """Take merged adapters (default: all merged) back out of the weights; idempotent."""
+        wanted = None if names is None else set(names)
+        for _, layer in self.adapter_layers():
+            for name in reversed(list(layer.merged_adapters)):
+                if wanted is None or name in wanted:
+                    layer.unmerge(name)
+                    layer.merged_adapters.remove(name)
+
+    def merge_and_unload(self, *, safe: bool = False) -> nn.Module:
+        """Merge the active adapters and return the plain base model with the result in its weights."""
+        self.merge(safe=safe)
+        for path, layer in sorted(self.adapter_layers(), key=lambda item: -item[0].count(".")):
+            replace_module(self.model, path, layer.unload())
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        return self.model
+
+    # --- running ---------------------------------------------------------------------------------
+    def active_hooks(self) -> list[ModelHook]:
+        if self._disabled:
+            return []
+        return [self.hooks[n] for n in self.active_adapters if n in self.hooks]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        hooks = self.active_hooks()
+        for hook in hooks:
+            kwargs = hook.before_forward(self.model, kwargs)
+        outputs = self.model(*args, **kwargs)
+        for hook in reversed(hooks):
+            outputs = hook.after_forward(outputs, kwargs)
+        return outputs
+
+    def generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        hooks = self.active_hooks()
+        for hook in hooks:
+            kwargs = hook.before_generate(self.model, kwargs)
+        return self.model.generate(*args, **kwargs)

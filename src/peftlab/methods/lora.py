@@ -1,0 +1,292 @@
+"""LoRA: Low-Rank Adaptation (Hu et al., 2021, arXiv:2106.09685).
+
+A frozen weight W (out × in) is adapted by a low-rank product:
+
+    h = W x + (α / r) · B A x          A: (r × in), B: (out × r), r ≪ min(in, out)
+
+    x ──┬──────── W ───────────┐
+        └─ dropout ─ A ─ B ─ ×s ┴─▶ h          s = α / r   (rsLoRA: α / √r, Kalajdzievski 2023)
+
+B starts at zero, so a fresh adapter is an exact no-op; A starts Kaiming-uniform (the nn.Linear
+default) or Gaussian with std 1/r. Merging adds s·BA to W (computed in float32); unmerging
+subtracts it. GPT-2's Conv1D stores W transposed (in × out), so its delta is (BA)ᵀ. For
+nn.Embedding the roles swap (A: r × vocab starts at zero, B: dim × r Gaussian) and the update is
+a lookup in Aᵀ followed by Bᵀ, as in Hugging Face PEFT, whose file keys we keep
+(``lora_A.weight``, ``lora_B.weight``, ``lora_embedding_A``, ``lora_embedding_B``).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from peftlab.core.protocol import (
+    AdapterLayer, Capabilities, Method, MethodConfig, check_choice, check_range,
+)
+from peftlab.core.registry import register
+from peftlab.core.targets import find_targets, is_linear, linear_features, module_device, replace_module
+from peftlab.core.model import file_path
+from peftlab.errors import MergeError
+
+# Targets when the config names none: the attention query and value projections (the LoRA paper's
+# choice and the seeds' "start with Q+V"), per Hugging Face model_type.
+DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
+    "bert": ("query", "value"),
+    "roberta": ("query", "value"),
+    "distilbert": ("q_lin", "v_lin"),
+    "gpt2": ("c_attn",),
+    "llama": ("q_proj", "v_proj"),
+    "mistral": ("q_proj", "v_proj"),
+    "qwen2": ("q_proj", "v_proj"),
+}
+
+
+@dataclass(frozen=True)
+class LoraConfig(MethodConfig):
+    """LoRA hyperparameters.
+
+    r: rank (1..4096). alpha: scale numerator (s = alpha / r, or alpha / sqrt(r) with use_rslora).
+    dropout: on the adapter's input, in [0, 1). target_modules / exclude_modules / layers: see
+    `peftlab.core.targets` (None = the architecture's query and value projections).
+    bias: "none" | "all" (every bias trains) | "lora_only" (biases of adapted layers train).
+    init: "kaiming" (A Kaiming-uniform) | "gaussian" (A ~ N(0, 1/r)); B is zero either way.
+    """
+
+    method: ClassVar[str] = "lora"
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: str | tuple[str, ...] | None = None
+    exclude_modules: str | tuple[str, ...] | None = None
+    layers: tuple[int, ...] | None = None
+    bias: str = "none"
+    use_rslora: bool = False
+    init: str = "kaiming"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for field in ("target_modules", "exclude_modules", "layers"):
+            value = getattr(self, field)
+            if isinstance(value, list):
+                object.__setattr__(self, field, tuple(value))
+        if not isinstance(self.r, int) or isinstance(self.r, bool):
+            check_range("r", float("nan"), 1, 4096)
+        check_range("r", self.r, 1, 4096)
+        check_range("alpha", self.alpha, 0, None, low_inclusive=False)
+        check_range("dropout", self.dropout, 0, 0.999)
+        check_choice("bias", self.bias, ("none", "all", "lora_only"))
+        check_choice("init", self.init, ("kaiming", "gaussian"))
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+
+
+class _LoraBase(AdapterLayer):
+    """Shared bookkeeping of the linear and embedding LoRA layers: scaling and delta merging."""
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__(base_layer)
+        self.scaling: dict[str, float] = {}
+
+    @abstractmethod
+    def delta_weight(self, name: str) -> torch.Tensor:
+        """s·BA in the base weight's layout, computed in float32."""
+
+    def _base_weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    def merge(self, name: str, *, safe: bool = False) -> None:
+        weight = self._base_weight()
+        delta = self.delta_weight(name)
+        if safe:
+            merged = weight.detach().float() + delta.float()
+            if not torch.isfinite(merged).all():
+                raise MergeError(f"merging adapter {name!r} gives non-finite weights; the adapter is "
+                                 "corrupt or diverged, the model was left unmerged")
+            weight.data.copy_(merged.to(weight.dtype))
+        else:
+            weight.data += delta.to(weight.dtype)
+
+    def unmerge(self, name: str) -> None:
+        weight = self._base_weight()
+        weight.data -= self.delta_weight(name).to(weight.dtype)
+
+
+class LoraLinear(_LoraBase):
+    """LoRA around nn.Linear, GPT-2's Conv1D, or a quantized linear (anything `is_linear`)."""
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__(base_layer)
+        self.in_features, self.out_features = linear_features(base_layer)
+        self.weight_is_transposed = isinstance(base_layer, Conv1D)  # Conv1D weight: (in, out)
+        self.lora_A = nn.ModuleDict()
+        self.lora_B = nn.ModuleDict()
+        self.lora_dropout = nn.ModuleDict()
+
+    def create_adapter(self, name: str, config: LoraConfig) -> None:
+        factory = {"device": module_device(self.base_layer), "dtype": torch.float32}
+        lora_a = nn.Linear(self.in_features, config.r, bias=False, **factory)
+        lora_b = nn.Linear(config.r, self.out_features, bias=False, **factory)
+        if config.init == "gaussian":
+            nn.init.normal_(lora_a.weight, std=1.0 / config.r)
+        else:
+            nn.init.kaiming_uniform_(lora_a.weight, a=math.sqrt(5))
+        nn.init.zeros_(lora_b.weight)
+        self.lora_A[name] = lora_a
+        self.lora_B[name] = lora_b
+        self.lora_dropout[name] = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.scaling[name] = config.scaling
+
+    def adapter_params(self, name: str) -> dict[str, nn.Parameter]:
+        return {"lora_A.weight": self.lora_A[name].weight, "lora_B.weight": self.lora_B[name].weight}
+
+    def remove_adapter_tensors(self, name: str) -> None:
+        for container in (self.lora_A, self.lora_B, self.lora_dropout):
+            del container[name]
+        del self.scaling[name]
+
+    def delta_weight(self, name: str) -> torch.Tensor:
+        delta = (self.lora_B[name].weight.float() @ self.lora_A[name].weight.float()) * self.scaling[name]
+        return delta.T if self.weight_is_transposed else delta  # (out, in) or Conv1D's (in, out)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        result = self.base_layer(x, *args, **kwargs)
+        for name in self.unmerged_active():
+            lora_a, lora_b = self.lora_A[name].weight, self.lora_B[name].weight
+            hidden = F.linear(self.lora_dropout[name](x).to(lora_a.dtype), lora_a)  # (..., r)
+            result = result + (F.linear(hidden, lora_b) * self.scaling[name]).to(result.dtype)
+        return result
+
+
+class LoraEmbedding(_LoraBase):
+    """LoRA around nn.Embedding: h = E[ids] + s · (Aᵀ[ids]) Bᵀ."""
+
+    def __init__(self, base_layer: nn.Embedding) -> None:
+        super().__init__(base_layer)
+        self.lora_embedding_A = nn.ParameterDict()
+        self.lora_embedding_B = nn.ParameterDict()
+
+    def create_adapter(self, name: str, config: LoraConfig) -> None:
+        num_embeddings, dim = self.base_layer.weight.shape
+        device = self.base_layer.weight.device
+        # A = 0 makes the fresh adapter a no-op while B carries the random start (as HF PEFT does).
+        self.lora_embedding_A[name] = nn.Parameter(torch.zeros(config.r, num_embeddings, device=device))
+        self.lora_embedding_B[name] = nn.Parameter(torch.randn(dim, config.r, device=device))
+        self.scaling[name] = config.scaling
+
+    def adapter_params(self, name: str) -> dict[str, nn.Parameter]:
+        return {"lora_embedding_A": self.lora_embedding_A[name], "lora_embedding_B": self.lora_embedding_B[name]}
+
+    def remove_adapter_tensors(self, name: str) -> None:
+        del self.lora_embedding_A[name], self.lora_embedding_B[name]
+        del self.scaling[name]
+
+    def delta_weight(self, name: str) -> torch.Tensor:
+        delta = self.lora_embedding_B[name].float() @ self.lora_embedding_A[name].float()  # (dim, vocab)
+        return delta.T * self.scaling[name]  # (vocab, dim), the embedding weight's layout
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        result = self.base_layer(ids)
+        embedding = self.base_layer
+        for name in self.unmerged_active():
+            after_a = F.embedding(ids, self.lora_embedding_A[name].T, embedding.padding_idx,
+                                  embedding.max_norm, embedding.norm_type,
+                                  embedding.scale_grad_by_freq, embedding.sparse)  # (..., r)
+            result = result + ((after_a @ self.lora_embedding_B[name].T) * self.scaling[name]).to(result.dtype)
+        return result
+
+
+def make_lora_layer(module: nn.Module) -> _LoraBase:
+    return LoraEmbedding(module) if isinstance(module, nn.Embedding) else LoraLinear(module)
+
+
+def lora_can_wrap(module: nn.Module) -> bool:
+    """LoRA wraps linear layers (nn.Linear, Conv1D, quantized) and embeddings."""
+    return isinstance(module, nn.Embedding) or is_linear(module)
+
+
+def lora_default_targets(model: nn.Module) -> tuple[str, ...] | str:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return DEFAULT_TARGETS.get(model_type, "all-linear")
+
+
+def inject_lora(model: nn.Module, name: str, config: LoraConfig, method: str = "lora") -> list[str]:
+    """Wrap every target module of `model` in a LoRA layer (or add `name` to an existing one)."""
+    targets = config.target_modules if config.target_modules is not None else lora_default_targets(model)
+    paths = find_targets(model, targets, accepts=lora_can_wrap, exclude=config.exclude_modules,
+                         layers=config.layers, method=method)
+    for path in paths:
+        module = model.get_submodule(path)
+        layer = module if isinstance(module, _LoraBase) else make_lora_layer(module)
+        if layer is not module:
+            replace_module(model, path, layer)
+        layer.add_adapter(name, config)
+    return paths
+
+
+def lora_bias_parameters(peft_model: nn.Module, name: str, config: LoraConfig) -> dict[str, nn.Parameter]:
+    """The base biases that `config.bias` unfreezes."""
+    if config.bias == "none":
+        return {}
+    biases = {path: p for path, p in peft_model.base_parameters().items() if path.endswith(".bias")}
+    if config.bias == "all":
+        return biases
+    adapted = {file_path(path) for path, layer in peft_model.adapter_layers(name) if isinstance(layer, _LoraBase)}
+    return {path: p for path, p in biases.items() if path.rpartition(".")[0] in adapted}
+
+
+@register
+class Lora(Method):
+    name = "lora"
+    config_class = LoraConfig
+    capabilities = Capabilities(mergeable=True, exact_unmerge=True, identity_at_init=True)
+    hf_peft_type = "LORA"
+
+    def inject(self, model: nn.Module, name: str, config: LoraConfig) -> list[str]:
+        return inject_lora(model, name, config, method=self.name)
+
+    def base_parameters_to_train(self, peft_model: nn.Module, name: str,
+                                 config: LoraConfig) -> dict[str, nn.Parameter]:
+        return lora_bias_parameters(peft_model, name, config)
+
+    def default_targets(self, model: nn.Module) -> tuple[str, ...] | str:
+        return lora_default_targets(model)
+
+    def config_to_file(self, config: LoraConfig) -> dict[str, Any]:
+        targets = config.target_modules
+        return {
+            "r": config.r,
+            "lora_alpha": config.alpha,
+            "lora_dropout": config.dropout,
+            "target_modules": list(targets) if isinstance(targets, tuple) else targets,
+            "exclude_modules": list(config.exclude_modules) if isinstance(config.exclude_modules, tuple)
+            else config.exclude_modules,
+            "layers_to_transform": list(config.layers) if config.layers is not None else None,
+            "bias": config.bias,
+            "use_rslora": config.use_rslora,
+            "init_lora_weights": True if config.init == "kaiming" else "gaussian",
+        }
+
+    def config_from_file(self, fields: dict[str, Any]) -> LoraConfig:
+        targets = fields.get("target_modules")
+        return LoraConfig(
+            r=int(fields.get("r", 8)),
+            alpha=float(fields.get("lora_alpha", 8)),
+            dropout=float(fields.get("lora_dropout", 0.0)),
+            target_modules=tuple(targets) if isinstance(targets, list) else targets,
+            exclude_modules=tuple(fields["exclude_modules"]) if isinstance(fields.get("exclude_modules"), list)
+            else fields.get("exclude_modules"),
+            layers=tuple(fields["layers_to_transform"]) if isinstance(fields.get("layers_to_transform"), list)
+            else ((fields["layers_to_transform"],) if isinstance(fields.get("layers_to_transform"), int) else None),
+            bias=fields.get("bias", "none"),
+            use_rslora=bool(fields.get("use_rslora", False)),
+            init="gaussian" if fields.get("init_lora_weights") == "gaussian" else "kaiming",
+        )

@@ -1,0 +1,30 @@
+"""One small test configuration per registered method, used by the conformance suite.
+
+Each entry maps a method name to a function (architecture, task) -> config. Every method in the
+registry must have an entry here: the suite fails for a method that has none.
+"""
+
+from __future__ import annotations
+
+import peftlab
+from peftlab.methods.full import FullConfig
+from peftlab.methods.lora import LoraConfig
+
+# Targets that exercise every module kind LoRA wraps: separate Linear (BERT), fused Conv1D (GPT-2),
+# GQA projections (LLaMA), an MLP projection, and the token embedding.
+_LORA_TARGETS = {
+    "bert": ("query", "value", "intermediate.dense", "word_embeddings"),
+    "gpt2": ("c_attn", "mlp.c_proj", "wte"),
+    "llama": ("q_proj", "k_proj", "down_proj", "embed_tokens"),
+}
+
+METHOD_CONFIGS = {
+    "full": lambda arch, task: FullConfig(),
+    "lora": lambda arch, task: LoraConfig(r=4, alpha=8, target_modules=_LORA_TARGETS[arch]),
+}
+
+
+def config_for(method: str, arch: str, task: str) -> peftlab.core.MethodConfig:
+    if method not in METHOD_CONFIGS:
+        raise AssertionError(f"method {method!r} is registered but has no test config in tests/method_configs.py")
+    return METHOD_CONFIGS[method](arch, task)
