@@ -1,0 +1,234 @@
+"""`peftlab train`, `peftlab eval` and `peftlab merge`.
+
+    peftlab train --method lora --model minilm --data sst2 --out runs/lora --r 16 --alpha 32
+    peftlab eval runs/lora --model minilm --data sst2
+    peftlab merge runs/lora --model minilm --out runs/lora-merged
+
+`--model` takes a known name (minilm, smollm2), a local Hugging Face folder or a .gguf file;
+`--data` an embedded task (sst2, e2e), a folder with train/dev files, or one CSV/TSV/JSONL file.
+Any method of the registry trains through the same command: the common LoRA-style flags (`--r`,
+`--alpha`, `--targets`, `--dropout`) and `--set key=value` fill the method's config.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from peftlab.errors import ConfigError, PeftlabError
+
+ModelOpt = Annotated[str, typer.Option("--model", help="Known name (minilm, smollm2), HF folder or .gguf file.")]
+DataOpt = Annotated[str, typer.Option("--data", help="Embedded task (sst2, e2e), data folder, or CSV/TSV/JSONL file.")]
+TextCol = Annotated[Optional[str], typer.Option("--text-col", help="Column with the text (classification).")]
+TextPairCol = Annotated[Optional[str], typer.Option("--text-pair-col", help="Column with the second text of a pair.")]
+LabelCol = Annotated[Optional[str], typer.Option("--label-col", help="Column with the label.")]
+PromptCol = Annotated[Optional[str], typer.Option("--prompt-col", help="Column with the prompt (causal-LM).")]
+TargetCol = Annotated[Optional[str], typer.Option("--target-col", help="Column with the target (causal-LM).")]
+MaxTrain = Annotated[Optional[int], typer.Option("--max-train", help="Keep the first N training rows.")]
+MaxDev = Annotated[Optional[int], typer.Option("--max-dev", help="Keep the first N dev rows (causal-LM: prompts).")]
+
+_KINDS = {"SEQ_CLS": "classification", "CAUSAL_LM": "causal-lm"}
+
+
+def _load_task(data: str, max_train=None, max_dev=None, **columns):
+    from peftlab.data import load_task
+
+    return load_task(data, max_train=max_train, max_dev=max_dev, **columns)
+
+
+def _load_model(model: str, task):
+    from peftlab.models import load_model
+
+    return load_model(model, task.kind, num_labels=task.num_labels if task.kind == "classification" else None)
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                      for k, v in metrics.items() if k != "samples")
+    typer.echo(f"{title}: {shown}")
+
+
+def train_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the adapter and metrics.json.")],
+    method: Annotated[str, typer.Option("--method", help="A registered method (lora, full, ...).")] = "lora",
+    model: ModelOpt = "minilm",
+    data: DataOpt = "sst2",
+    r: Annotated[Optional[int], typer.Option("--r", help="Rank (methods with `r`).")] = None,
+    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Scale numerator (methods with `alpha`).")] = None,
+    targets: Annotated[Optional[str], typer.Option("--targets", help="Comma-separated target modules, or all-linear.")] = None,
+    dropout: Annotated[Optional[float], typer.Option("--dropout", help="Adapter dropout (methods with `dropout`).")] = None,
+    settings: Annotated[Optional[list[str]], typer.Option("--set", help="Any method option as key=value (repeat).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate [5e-4; full FT wants ~5e-5].")] = None,
+    epochs: Annotated[Optional[float], typer.Option("--epochs", help="Epochs [3].")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps (overrides --epochs).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Examples per micro-batch [32].")] = None,
+    grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", help="Micro-batches per step [1].")] = None,
+    warmup_ratio: Annotated[Optional[float], typer.Option("--warmup-ratio", help="Warmup fraction [0.06].")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps", help="Warmup steps (overrides ratio).")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="AdamW decay on matrices [0.01].")] = None,
+    max_grad_norm: Annotated[Optional[float], typer.Option("--max-grad-norm", help="Clip norm, 0 = off [1.0].")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds adapter init, head init, data order, dropout.")] = 0,
+    eval_every: Annotated[Optional[int], typer.Option("--eval-every", help="Dev evaluation every N steps.")] = None,
+    log_every: Annotated[Optional[int], typer.Option("--log-every", help="Loss logging every N steps [10].")] = None,
+    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Tokens per example [128].")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch threads.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda [auto].")] = None,
+    bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast.")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations.")] = False,
+    chat: Annotated[bool, typer.Option("--chat", help="Causal-LM prompts through the chat template.")] = False,
+    generate: Annotated[bool, typer.Option("--generate", help="Causal-LM: final BLEU / ROUGE-L by greedy decoding.")] = False,
+    max_train: MaxTrain = None,
+    max_dev: MaxDev = None,
+    text_col: TextCol = None,
+    text_pair_col: TextPairCol = None,
+    label_col: LabelCol = None,
+    prompt_col: PromptCol = None,
+    target_col: TargetCol = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+) -> None:
+    """Fine-tune a model with one method and write the adapter plus metrics.json to --out."""
+    from peftlab.cli.options import method_config
+    from peftlab.train import TrainConfig, train, write_run
+
+    flags = {"r": r, "alpha": alpha, "target_modules": targets, "dropout": dropout}
+    config = method_config(method, {k: v for k, v in flags.items() if v is not None}, settings or [])
+    chosen = {"learning_rate": lr, "epochs": epochs, "max_steps": steps, "batch_size": batch_size,
+              "grad_accum": grad_accum, "warmup_ratio": warmup_ratio, "warmup_steps": warmup_steps,
+              "weight_decay": weight_decay, "eval_every": eval_every, "log_every": log_every,
+              "max_length": max_length, "num_threads": threads, "device": device}
+    train_config = TrainConfig(seed=seed, bf16=bf16, gradient_checkpointing=gradient_checkpointing, chat=chat,
+                               generate=generate, **{k: v for k, v in chosen.items() if v is not None})
+    if max_grad_norm is not None:
+        train_config = train_config.replace(max_grad_norm=max_grad_norm or None)
+
+    import torch
+
+    import peftlab
+
+    task = _load_task(data, max_train, max_dev, text_col=text_col, text_pair_col=text_pair_col,
+                      label_col=label_col, prompt_col=prompt_col, target_col=target_col)
+    torch.manual_seed(seed)  # the new head's and the adapter's initial weights
+    loaded = _load_model(model, task)
+    peft_model = peftlab.apply(loaded.model, config)
+    trainable, total = peft_model.count_parameters()
+    typer.echo(f"{method} on {loaded.name} / {task.name}: {len(task.train)} train, {len(task.dev)} dev; "
+               f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
+    result = train(peft_model, task, loaded.tokenizer, train_config, progress=progress)
+    extra = {"model": {"name": model, "source_path": loaded.source_path, "class": type(loaded.model).__name__},
+             "data": data}
+    write_run(out, peft_model, task, train_config, result, extra)
+    _print_metrics("dev", result.final_metrics)
+    step = result.step_time.get("median", 0.0)
+    typer.echo(f"{result.steps} steps in {result.wall_time_s:.1f} s (median step {step * 1000:.0f} ms); "
+               f"adapter and metrics.json written to {out}")
+
+
+def eval_command(
+    adapter: Annotated[Path, typer.Argument(help="Adapter folder (peftlab or Hugging Face PEFT).")],
+    model: ModelOpt = "minilm",
+    data: DataOpt = "sst2",
+    max_dev: MaxDev = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per forward pass.")] = 64,
+    max_length: Annotated[int, typer.Option("--max-length", help="Tokens per example.")] = 128,
+    generate: Annotated[bool, typer.Option("--generate", help="Causal-LM: BLEU / ROUGE-L by greedy decoding.")] = False,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Decoding length limit.")] = 64,
+    chat: Annotated[bool, typer.Option("--chat", help="Causal-LM prompts through the chat template.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    text_col: TextCol = None,
+    text_pair_col: TextPairCol = None,
+    label_col: LabelCol = None,
+    prompt_col: PromptCol = None,
+    target_col: TargetCol = None,
+) -> None:
+    """Score an adapter on a data set's dev split (method and config come from the adapter folder)."""
+    import peftlab
+    from peftlab.core.files import read_adapter_config
+    from peftlab.train import evaluate
+
+    read_adapter_config(adapter)  # a missing or broken folder fails before the model loads
+    task = _load_task(data, None, max_dev, text_col=text_col, text_pair_col=text_pair_col,
+                      label_col=label_col, prompt_col=prompt_col, target_col=target_col)
+    if not task.dev:
+        raise ConfigError(f"data {data!r} has no dev split to evaluate on")
+    loaded = _load_model(model, task)
+    peft_model = peftlab.load_adapter(loaded.model, adapter)
+    metrics = evaluate(peft_model, task, loaded.tokenizer, batch_size=batch_size, max_length=max_length,
+                       generate=generate, max_new_tokens=max_new_tokens, chat=chat)
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+    else:
+        _print_metrics(f"{adapter} on {task.name} dev", metrics)
+
+
+def _merge_kind(fields: dict, kind: str | None) -> str:
+    if kind is not None:
+        return kind
+    task_type = fields.get("task_type")
+    if task_type not in _KINDS:
+        raise ConfigError(f"the adapter's task_type is {task_type!r}: pass --kind classification or causal-lm")
+    return _KINDS[task_type]
+
+
+def merge_command(
+    adapter: Annotated[Path, typer.Argument(help="Adapter folder to merge.")],
+    out: Annotated[Path, typer.Option("--out", help="New folder for the merged Hugging Face model.")],
+    model: ModelOpt = "minilm",
+    safe: Annotated[bool, typer.Option("--safe", help="Merge in a copy and refuse non-finite weights.")] = False,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="classification | causal-lm [from the adapter].")] = None,
+    num_labels: Annotated[Optional[int], typer.Option("--num-labels", help="Classifier outputs [from metrics.json].")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+) -> None:
+    """Fold an adapter into the base weights and write a plain Hugging Face model folder."""
+    import peftlab
+    from peftlab.core.files import read_adapter_config
+    from peftlab.models import load_model
+    from peftlab.train import read_run
+
+    fields = read_adapter_config(adapter)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists already: choose a new folder or pass --overwrite")
+    kind = _merge_kind(fields, kind)
+    label_names = ((read_run(adapter) or {}).get("task") or {}).get("label_names") or []
+    if kind == "classification" and num_labels is None and label_names:
+        num_labels = len(label_names)
+    loaded = load_model(model, kind, num_labels=num_labels if kind == "classification" else None)
+    merged = peftlab.load_adapter(loaded.model, adapter).merge_and_unload(safe=safe)
+    if kind == "classification" and len(label_names) == merged.config.num_labels:
+        merged.config.id2label = dict(enumerate(label_names))
+        merged.config.label2id = {name: i for i, name in enumerate(label_names)}
+    _write_model_folder(merged, loaded.tokenizer, out)
+    typer.echo(f"merged model written to {out}")
+
+
+def _write_model_folder(model, tokenizer, out: Path) -> None:
+    """save_pretrained into a temporary sibling folder, then rename it to `out` (replacing it)."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # one line of our own is enough
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    retired = out.parent / f"{temporary.name}.old"
+    try:
+        model.save_pretrained(temporary)
+        tokenizer.save_pretrained(temporary)
+        if out.exists():
+            out.rename(retired)
+        temporary.rename(out)
+    except OSError as error:
+        if retired.exists() and not out.exists():
+            retired.rename(out)
+        raise PeftlabError(f"could not write the merged model to {out}: {error}") from None
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)
+    app.command("eval")(eval_command)
+    app.command("merge")(merge_command)
