@@ -12,6 +12,7 @@ from peftlab.data import (
     ClassificationExample,
     DataError,
     PromptFormat,
+    make_collator,
 )
 
 WORDS = "a b c d e f g h name food near is the x y z"
@@ -89,3 +90,11 @@ def minilm_tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(gt.get_model_path(), local_files_only=True)
+
+
+def test_make_collator_by_kind(tokenizer):
+    collate = make_collator("causal-lm", tokenizer, max_length=8, prompt_format=PromptFormat("{prompt}"))
+    assert isinstance(collate, CausalLMCollator) and collate.max_length == 8
+    assert isinstance(make_collator("classification", tokenizer), ClassificationCollator)
+    with pytest.raises(DataError, match="classification, causal-lm"):
+        make_collator("seq2seq", tokenizer)

@@ -115,3 +115,12 @@ def test_split_validation_causal_keeps_prompts_on_one_side():
     assert len({ex.prompt for ex in validation}) == 50
     assert {ex.prompt for ex in rest}.isdisjoint(ex.prompt for ex in validation)
     assert len(rest) + len(validation) == len(task.train)
+
+
+def test_folder_file_names_and_ambiguity(tmp_path):
+    write(tmp_path / "a.csv", "text,label\nx,1\n")
+    write(tmp_path / "b.csv", "text,label\ny,1\n")
+    task = load_task(str(tmp_path), train_file="a.csv", dev_file="b.csv")
+    assert task.train[0].text == "x" and task.dev[0].text == "y"
+    with pytest.raises(DataError, match="no train file.*a.csv, b.csv.*train_file="):
+        load_task(str(tmp_path))

@@ -10,6 +10,7 @@ from peftlab.data.collators import (
     CausalLMCollator,
     ClassificationCollator,
     PromptFormat,
+    make_collator,
 )
 from peftlab.data.generation import generate_texts
 from peftlab.data.metrics import accuracy, corpus_bleu, generation_scores, macro_f1, rouge_l
@@ -32,5 +33,5 @@ __all__ = [
     "CausalLMCollator", "CausalLMExample", "ClassificationCollator", "ClassificationExample",
     "DataError", "PromptFormat", "ReferenceGroup", "Task",
     "accuracy", "corpus_bleu", "generate_texts", "generation_scores", "group_references",
-    "load_task", "macro_f1", "read_rows", "rouge_l",
+    "load_task", "macro_f1", "make_collator", "read_rows", "rouge_l",
 ]

@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 
 from peftlab.data.readers import DataError
-from peftlab.data.tasks import CausalLMExample, ClassificationExample
+from peftlab.data.tasks import CAUSAL_LM, CLASSIFICATION, CausalLMExample, ClassificationExample
 
 IGNORE_INDEX = -100  # the label value torch's cross-entropy (and every HF model) skips
 PADDING_SIDES = ("right", "left")
@@ -168,3 +168,15 @@ class CausalLMCollator:
             "attention_mask": pad([[1] * len(r) for r in input_rows], 0, side),
             "labels": pad(label_rows, IGNORE_INDEX, side),
         }
+
+
+COLLATORS = {CLASSIFICATION: ClassificationCollator, CAUSAL_LM: CausalLMCollator}
+
+
+def make_collator(kind: str, tokenizer, **options):
+    """The collator for a task kind (`Task.kind`), so a training loop needs no branch on it;
+    `options` go to its constructor (`max_length`, `padding_side`, and for causal-LM
+    `prompt_format`)."""
+    if kind not in COLLATORS:
+        raise DataError(f"no collator for task kind {kind!r}; use one of {', '.join(COLLATORS)}")
+    return COLLATORS[kind](tokenizer, **options)

@@ -201,8 +201,9 @@ def _resolve_files(source: str, train_file, dev_file) -> tuple[str, str | None, 
         return source, kind, EMBEDDED_DIR / train_name, EMBEDDED_DIR / dev_name
     path = Path(source)
     if path.is_dir():
-        train = Path(train_file) if train_file else find_split_file(path, "train")
-        dev = Path(dev_file) if dev_file else find_split_file(path, "dev")
+        # Explicit file names are relative to the folder (an absolute path stays as it is).
+        train = path / train_file if train_file else find_split_file(path, "train")
+        dev = path / dev_file if dev_file else find_split_file(path, "dev")
         return path.name, None, train, dev
     if path.is_file():
         return path.stem, None, path, Path(dev_file) if dev_file else None

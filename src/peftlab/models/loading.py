@@ -24,6 +24,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import hashlib
+import importlib
 import importlib.util
 import logging
 import shutil
@@ -101,16 +102,16 @@ def cache_dir() -> Path:
 @contextmanager
 def _quiet_transformers():
     """Silence transformers' load report and progress bars; we log our own one-line summary."""
-    verbosity = transformers.logging.get_verbosity()
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    hf_logging = transformers.utils.logging
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        transformers.logging.set_verbosity(verbosity)
+        hf_logging.set_verbosity(verbosity)
         if bars:
-            transformers.utils.logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()
 
 
 def _gguf_eos_id(gguf_path: Path) -> int | None:
