@@ -126,7 +126,10 @@ def _blockwise_absmax_codes(flat: torch.Tensor, block_size: int, code: torch.Ten
 
     The tail block is zero-padded, which changes neither its absmax nor its other codes. Scaling
     multiplies by the reciprocal of absmax (clamped so that an all-zero block maps to code 0.0),
-    as the reference kernels do, so that rounding decisions agree bit for bit.
+    as the reference kernels do, so that rounding decisions agree bit for bit. (The reference
+    divides in the partial tail block, and stores its absmax clamped to 1e-38; the results
+    differ only for a value within one ulp of a midpoint, or in the stored scale of an all-zero
+    tail block, which dequantizes to zeros either way.)
     """
     n = flat.numel()
     n_blocks = -(-n // block_size)
