@@ -1,0 +1,104 @@
+"""Training memory = weights + gradients + optimizer states + activations, two models.
+
+"seed": the seeds' `estimate_training_memory`, verbatim in arithmetic (fp16 frozen weights,
+trainable weights at 2 bytes, fp32 gradients 4·t, AdamW 2·4·t, activations
+B·T·d·2·4·L), so its tables reproduce exactly.
+
+"detailed": bytes per parameter by precision, with AdamW's two fp32 states (8 bytes) per
+trainable parameter:
+
+    precision    frozen  trainable (working + master)  gradient  activations
+    fp32         4       4                              4         4
+    bf16-mixed   2       2 + 4 (fp32 master)            2         2
+
+QLoRA stores the frozen block linear weights in NF4 (`nf4.nf4_bytes`); embeddings, norms
+and the LM head stay at the frozen precision, as bitsandbytes leaves them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from peftlab.errors import ConfigError
+from peftlab.estimate.activations import ATTENTION, activation_bytes
+from peftlab.estimate.methods import Method
+from peftlab.estimate.shapes import ModelShape
+
+MEMORY_MODELS = ("seed", "detailed")
+DEVICES = ("cuda", "cpu")
+ADAMW_STATE_BYTES = 2 * 4  # exp_avg and exp_avg_sq in fp32
+
+
+@dataclass(frozen=True)
+class Precision:
+    frozen: int
+    trainable: int
+    master: int
+    gradient: int
+    activation: int
+
+
+PRECISIONS = {"fp32": Precision(4, 4, 0, 4, 4), "bf16-mixed": Precision(2, 2, 4, 2, 2)}
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Training memory in bytes; `activation_detail` names each saved tensor's bytes."""
+
+    model: str
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    activation_detail: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "total": self.total}
+
+
+def seed_memory(total_params: int, trainable_params: int, *, batch_size: int = 4,
+                seq_len: int = 512, hidden_dim: int = 4096, num_layers: int = 32) -> Memory:
+    """The seeds' `estimate_training_memory(precision="fp16")`, term by term."""
+    bytes_per_param = 2
+    weights = (total_params - trainable_params) * 2 + trainable_params * bytes_per_param
+    activations = batch_size * seq_len * hidden_dim * bytes_per_param * 4 * num_layers
+    return Memory("seed", weights, trainable_params * 4, trainable_params * ADAMW_STATE_BYTES,
+                  activations, {"B·T·d·2 bytes·4·L": activations})
+
+
+def detailed_memory(shape: ModelShape, method: Method, *, trainable: int, trained_base: int,
+                    num_labels: int | None, batch_size: int, seq_len: int,
+                    precision: str = "bf16-mixed", attention: str = "eager",
+                    gradient_checkpointing: bool = False, device: str = "cuda") -> Memory:
+    """Memory of one AdamW training step for `method` on `shape`.
+
+    trainable: every trainable parameter (adapter + head + base parameters that train);
+    trained_base: the part of it that belongs to the base model (full FT, LoRA biases), so
+    the frozen base is total − trained_base. device "cpu" keeps dropout masks as float noise
+    of the compute dtype, "cuda" as bool.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} is unknown; use one of: "
+                          f"{', '.join(PRECISIONS)}")
+    if device not in DEVICES:
+        raise ConfigError(f"device {device!r} is unknown; use one of: {', '.join(DEVICES)}")
+    if attention not in ATTENTION:
+        raise ConfigError(f"attention {attention!r} is unknown; use one of: "
+                          f"{', '.join(ATTENTION)}")
+    p = PRECISIONS[precision]
+    frozen = shape.total_params(num_labels) - shape.head_params(num_labels) - trained_base
+    frozen_bytes = frozen * p.frozen
+    # A method may store the frozen block linear weights (not biases) differently (NF4).
+    for linear in shape.layer_linears():
+        numel = linear.in_features * linear.out_features
+        stored = method.frozen_weight_bytes(numel, p.frozen)
+        frozen_bytes += (stored - numel * p.frozen) * shape.layers
+    acts = activation_bytes(shape, method, batch_size=batch_size, seq_len=seq_len,
+                            act_bytes=p.activation, device=device, attention=attention,
+                            gradient_checkpointing=gradient_checkpointing, num_labels=num_labels)
+    total_acts = acts.pop("total")
+    return Memory("detailed", frozen_bytes + trainable * (p.trainable + p.master),
+                  trainable * p.gradient, trainable * ADAMW_STATE_BYTES, total_acts, acts)
