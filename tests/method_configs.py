@@ -9,6 +9,8 @@ from __future__ import annotations
 import peftlab
 from peftlab.methods.full import FullConfig
 from peftlab.methods.lora import LoraConfig
+from peftlab.methods.prefix import PrefixTuningConfig
+from peftlab.methods.prompt import PromptTuningConfig
 
 # Targets that exercise every module kind LoRA wraps: separate Linear (BERT), fused Conv1D (GPT-2),
 # GQA projections (LLaMA), an MLP projection, and the token embedding.
@@ -21,6 +23,9 @@ _LORA_TARGETS = {
 METHOD_CONFIGS = {
     "full": lambda arch, task: FullConfig(),
     "lora": lambda arch, task: LoraConfig(r=4, alpha=8, target_modules=_LORA_TARGETS[arch]),
+    "prompt": lambda arch, task: PromptTuningConfig(num_virtual_tokens=3, init="vocab"),
+    # The reparameterisation MLP trains; files hold the folded prefix (the round trip checks both).
+    "prefix": lambda arch, task: PrefixTuningConfig(num_virtual_tokens=3, projection=arch == "llama"),
 }
 
 

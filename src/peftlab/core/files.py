@@ -46,7 +46,8 @@ def task_type(model: nn.Module) -> str | None:
 
 def adapter_state(peft_model: PeftModel, name: str) -> dict[str, torch.Tensor]:
     """Adapter `name` as file tensors: module-level keys prefixed, model-level keys bare."""
-    state = {MODULE_PREFIX + key: p.detach() for key, p in peft_model.module_parameters(name).items()}
+    root = peft_model.method(name).hf_module_prefix
+    state = {root + key: p.detach() for key, p in peft_model.module_parameters(name).items()}
     if name in peft_model.hooks:
         state.update(peft_model.hooks[name].file_state())
     return state
@@ -68,6 +69,7 @@ def adapter_file_config(peft_model: PeftModel, name: str) -> dict[str, Any]:
         "base_model_name_or_path": getattr(getattr(base, "config", None), "_name_or_path", None) or None,
         "inference_mode": True,
         **method.config_to_file(config),
+        **(peft_model.hooks[name].file_config() if name in peft_model.hooks else {}),
         "modules_to_save": saved_modules or None,
         **own_block,
     }
@@ -132,12 +134,12 @@ def _check_keys(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor
 
 
 def _base_weights_in_file(peft_model: PeftModel, found: dict[str, torch.Tensor],
-                          expected: dict[str, torch.Tensor]) -> dict[str, nn.Parameter]:
+                          expected: dict[str, torch.Tensor], root: str) -> dict[str, nn.Parameter]:
     """File keys that are base-model weights (HF PEFT saves a targeted embedding's full weight)."""
     base = peft_model.base_parameters()
     extras = {}
     for key, tensor in found.items():
-        path = file_path(key[len(MODULE_PREFIX):]) if key.startswith(MODULE_PREFIX) else None
+        path = file_path(key[len(root):]) if key.startswith(root) else None
         if key not in expected and path in base and base[path].shape == tensor.shape:
             extras[key] = base[path]
     return extras
@@ -153,7 +155,8 @@ def load_adapter(model: nn.Module, folder: str | Path, name: str = "default") ->
     peft_model.add_adapter(name, config)
     try:
         expected = adapter_state(peft_model, name)
-        base_extras = _base_weights_in_file(peft_model, found, expected)
+        root = peft_model.method(name).hf_module_prefix
+        base_extras = _base_weights_in_file(peft_model, found, expected, root)
         _check_keys(expected, {k: v for k, v in found.items() if k not in base_extras}, folder / WEIGHTS_NAME)
         with torch.no_grad():
             for key, param in base_extras.items():
@@ -161,9 +164,9 @@ def load_adapter(model: nn.Module, folder: str | Path, name: str = "default") ->
         module_params = peft_model.module_parameters(name)
         with torch.no_grad():
             for key, param in module_params.items():
-                param.copy_(found[MODULE_PREFIX + key].to(param.dtype))
+                param.copy_(found[root + key].to(param.dtype))
         if name in peft_model.hooks:
-            peft_model.hooks[name].load_file_state({k: v for k, v in found.items() if not k.startswith(MODULE_PREFIX)})
+            peft_model.hooks[name].load_file_state({k: v for k, v in found.items() if not k.startswith(root)})
     except PeftlabError:
         peft_model.delete_adapter(name)
         raise

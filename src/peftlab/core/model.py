@@ -259,6 +259,8 @@ class PeftModel(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         hooks = self.active_hooks()
+        if hooks and args:  # hooks edit keyword arguments: name the positional input_ids
+            kwargs, args = {"input_ids": args[0], **kwargs}, args[1:]
         for hook in hooks:
             kwargs = hook.before_forward(self.model, kwargs)
         outputs = self.model(*args, **kwargs)
@@ -268,6 +270,11 @@ class PeftModel(nn.Module):
 
     def generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         hooks = self.active_hooks()
+        if hooks and args:
+            kwargs, args = {"input_ids": args[0], **kwargs}, args[1:]
         for hook in hooks:
             kwargs = hook.before_generate(self.model, kwargs)
-        return self.model.generate(*args, **kwargs)
+        outputs = self.model.generate(*args, **kwargs)
+        for hook in reversed(hooks):
+            outputs = hook.after_generate(outputs, kwargs)
+        return outputs

@@ -177,6 +177,14 @@ class ModelHook(nn.Module, metaclass=ABCMeta):
     def before_generate(self, model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
         return kwargs
 
+    def after_generate(self, outputs: Any, kwargs: dict[str, Any]) -> Any:
+        """Post-process `generate`'s result (e.g. drop placeholder columns `before_generate` added)."""
+        return outputs
+
+    def file_config(self) -> dict[str, Any]:
+        """adapter_config.json fields the hook derived from the model (e.g. layer count, widths)."""
+        return {}
+
 
 class Method(ABC):
     """A PEFT method: its name, config class, capabilities and how it attaches to a model."""
@@ -186,6 +194,9 @@ class Method(ABC):
     capabilities: ClassVar[Capabilities]
     # `peft_type` of the Hugging Face PEFT file format, or None where the format has none.
     hf_peft_type: ClassVar[str | None] = None
+    # Prefix of module-level keys in that format: HF PEFT's tuners sit one wrapper deeper
+    # ("base_model.model.<path>") than its prompt-learning methods ("base_model.<path>").
+    hf_module_prefix: ClassVar[str] = "base_model.model."
 
     @abstractmethod
     def inject(self, model: nn.Module, name: str, config: MethodConfig) -> list[str]:

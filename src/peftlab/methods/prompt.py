@@ -1,0 +1,208 @@
+"""Prompt tuning (Lester, Al-Rfou & Constant 2021, "The Power of Scale for Parameter-Efficient
+Prompt Tuning"): n trainable vectors are placed among the token embeddings of a frozen model.
+
+    P ∈ R^{n×d}                                  the only trained tensor (n × d parameters)
+    h0 = [P; E(x)]               (B, n + T, d)   decoders (GPT-2, LLaMA): the prompt comes first
+    h0 = [E(x0); P; E(x1..)]     (B, n + T, d)   encoders pooling their first token (BERT): after [CLS]
+
+Where the prompt goes. Hugging Face PEFT always prepends, so on BERT its classifier pools the
+output of the first *virtual* token. Here encoders keep [CLS] first (`position="auto"`): the
+pooler and classifier were pre-trained/initialised to read [CLS] at position 0, and a prompt
+after it leaves that contract intact; `position="start"` reproduces Hugging Face PEFT exactly.
+Files record the resolved position; a file without it was written by Hugging Face PEFT and
+loads with "start", so its logits are reproduced.
+
+How. The hook inserts n placeholder ids into `input_ids` (and ones into the mask, -100 into
+causal-LM labels, see `virtual_tokens`), then swaps the placeholder rows of the input embedding's
+output for P with a one-shot forward hook on that embedding. The base model therefore still sees
+`input_ids`: GPT-2 / LLaMA classifiers find the last non-pad token as usual (with `inputs_embeds`
+they cannot, and would pool a pad token of a right-padded row), and `generate()` prefills the
+prompt once and then decodes from its KV cache. Per-token logits come back without the virtual
+positions, aligned with the caller's `input_ids`.
+
+Initialisation: "random" draws N(0, σ²) with σ the std of the vocabulary embeddings (the prompt
+starts at the scale of real tokens); "vocab" copies the embeddings of n random vocabulary
+tokens; "text" copies the embeddings of `init_token_ids`, repeated or cut to n. Token ids, not a
+tokenizer, live in the config (configs stay plain data): build it with `from_text(text, tokenizer)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from peftlab.core.protocol import Capabilities, MethodConfig, Method, ModelHook, check_choice, check_range
+from peftlab.core.registry import register
+from peftlab.errors import ConfigError
+from peftlab.methods import virtual_tokens as vt
+
+INITS = ("random", "vocab", "text")
+POSITIONS = ("auto", "start", "after_first")
+# Encoders whose sequence representation is their first token ([CLS] / <s>).
+FIRST_TOKEN_POOLERS = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet", "deberta", "deberta-v2")
+_HF_INITS = {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}
+
+
+@dataclass(frozen=True)
+class PromptTuningConfig(MethodConfig):
+    """num_virtual_tokens: prompt length n. init: "random" | "vocab" | "text" (see the module doc).
+    init_text / init_token_ids: the text and its token ids for init="text" (use `from_text`).
+    position: "auto" (after the first token on first-token-pooling encoders, else first),
+    "start" (always first, as Hugging Face PEFT) or "after_first"."""
+
+    method: ClassVar[str] = "prompt"
+    num_virtual_tokens: int = 20
+    init: str = "random"
+    init_text: str | None = None
+    init_token_ids: tuple[int, ...] | None = None
+    position: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("num_virtual_tokens", self.num_virtual_tokens, 1, 4096)
+        check_choice("init", self.init, INITS)
+        check_choice("position", self.position, POSITIONS)
+        if self.init_token_ids is not None:
+            object.__setattr__(self, "init_token_ids", tuple(int(i) for i in self.init_token_ids))
+        if self.init == "text" and not self.init_token_ids:
+            raise ConfigError("init='text' needs init_token_ids: build the config with "
+                              "PromptTuningConfig.from_text(text, tokenizer)")
+
+    @classmethod
+    def from_text(cls, text: str, tokenizer: Any, **fields: Any) -> "PromptTuningConfig":
+        """A config initialised from `text`, tokenized (without special tokens) by `tokenizer`."""
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ConfigError(f"init_text {text!r} gives no tokens: give a non-empty text")
+        return cls(init="text", init_text=text, init_token_ids=tuple(ids), **fields)
+
+
+def initial_prompt(embedding: torch.Tensor, config: PromptTuningConfig) -> torch.Tensor:
+    """The (n, d) starting prompt drawn from the vocabulary embedding matrix (V, d)."""
+    n = config.num_virtual_tokens
+    if config.init == "random":
+        return torch.randn(n, embedding.shape[1], device=embedding.device) * embedding.detach().float().std()
+    if config.init == "vocab":
+        ids = torch.randint(0, embedding.shape[0], (n,))
+    else:
+        if max(config.init_token_ids) >= embedding.shape[0]:
+            raise ConfigError(f"init_token_ids contain id {max(config.init_token_ids)} >= "
+                              f"the vocabulary size {embedding.shape[0]}")
+        ids = torch.tensor(config.init_token_ids).repeat(-(-n // len(config.init_token_ids)))[:n]
+    return embedding.detach()[ids.to(embedding.device)].float()
+
+
+class SoftPrompt(ModelHook):
+    """The soft prompt of one adapter: `prompt_embeddings` (n, d) and where it goes in the sequence."""
+
+    def __init__(self, model: nn.Module, config: PromptTuningConfig) -> None:
+        super().__init__()
+        embedding = model.get_input_embeddings().weight
+        position = config.position
+        if position == "auto":
+            first_token = getattr(model.config, "model_type", None) in FIRST_TOKEN_POOLERS
+            position = "after_first" if first_token else "start"
+        self.position = position
+        self.at = 1 if position == "after_first" else 0
+        self.num_virtual_tokens = config.num_virtual_tokens
+        self.placeholder = vt.placeholder_id(model)
+        self.prompt_embeddings = nn.Parameter(initial_prompt(embedding, config).to(embedding.dtype))
+        self._geometry = {"token_dim": embedding.shape[1], "num_layers": model.config.num_hidden_layers,
+                          "num_attention_heads": model.config.num_attention_heads}
+        self._inserted = False
+        self._armed = None
+
+    def adapter_params(self) -> dict[str, nn.Parameter]:
+        return {"prompt_embeddings": self.prompt_embeddings}
+
+    def file_config(self) -> dict[str, Any]:
+        # Hugging Face PEFT ignores the position (and always prepends); files without it are theirs.
+        return {**self._geometry, "peftlab_position": self.position}
+
+    # --- the swap of placeholder rows for the prompt ---------------------------------------------
+    def _disarm(self) -> None:
+        if self._armed is not None:
+            self._armed.remove()
+            self._armed = None
+
+    def _arm(self, model: nn.Module) -> None:
+        """Make the next call of the input embedding put the prompt into the placeholder rows."""
+        at, n = self.at, self.num_virtual_tokens
+
+        def put_prompt(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            self._disarm()  # one shot: generate()'s decoding steps embed real tokens only
+            prompt = self.prompt_embeddings.to(output.dtype).expand(output.shape[0], -1, -1)  # (B, n, d)
+            return torch.cat([output[:, :at], prompt, output[:, at + n:]], dim=1)
+
+        self._armed = model.get_input_embeddings().register_forward_hook(put_prompt)
+
+    def _insert(self, model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
+        self._disarm()
+        at, n = self.at, self.num_virtual_tokens
+        self._inserted = not vt.continues_cache(kwargs)
+        if not self._inserted:  # the cache holds the prompt already: only the mask grows
+            return vt.extend_attention_mask(dict(kwargs), at, n)
+        embeds = kwargs.get("inputs_embeds")
+        kwargs = vt.extend_sequence(kwargs, at, n, self.placeholder)
+        if embeds is not None:
+            prompt = self.prompt_embeddings.to(embeds.dtype).expand(embeds.shape[0], -1, -1)  # (B, n, d)
+            kwargs["inputs_embeds"] = torch.cat([embeds[:, :at], prompt, embeds[:, at:]], dim=1)
+        else:
+            self._arm(model)
+        return kwargs
+
+    # --- ModelHook ---------------------------------------------------------------------------------
+    def before_forward(self, model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return self._insert(model, kwargs)
+
+    def after_forward(self, outputs: Any, kwargs: dict[str, Any]) -> Any:
+        self._disarm()
+        logits = getattr(outputs, "logits", None)
+        if self._inserted and logits is not None and logits.dim() == 3:  # per-token logits (B, n + T, V)
+            outputs.logits = vt.remove_columns(logits, self.at, self.num_virtual_tokens)
+        return outputs
+
+    def before_generate(self, model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return self._insert(model, vt.generation_kwargs(kwargs, self.num_virtual_tokens))
+
+    def after_generate(self, outputs: Any, kwargs: dict[str, Any]) -> Any:
+        self._disarm()
+        if not self._inserted or kwargs.get("input_ids") is None:  # from inputs_embeds: new tokens only
+            return outputs
+        return vt.without_placeholders(outputs, self.at, self.num_virtual_tokens)
+
+
+@register
+class PromptTuning(Method):
+    name: ClassVar[str] = "prompt"
+    config_class: ClassVar[type[MethodConfig]] = PromptTuningConfig
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        mergeable=False, exact_unmerge=False, identity_at_init=False, model_hook=True, supports_disable=True)
+    hf_peft_type: ClassVar[str] = "PROMPT_TUNING"
+    hf_module_prefix: ClassVar[str] = "base_model."  # the head copy of a seq-cls adapter
+
+    def inject(self, model: nn.Module, name: str, config: MethodConfig) -> list[str]:
+        return []
+
+    def make_hook(self, model: nn.Module, name: str, config: MethodConfig) -> ModelHook:
+        return SoftPrompt(model, config)
+
+    def config_to_file(self, config: PromptTuningConfig) -> dict[str, Any]:
+        fields = {"num_virtual_tokens": config.num_virtual_tokens, "num_transformer_submodules": 1,
+                  "prompt_tuning_init": _HF_INITS[config.init], "prompt_tuning_init_text": config.init_text}
+        if config.init_token_ids is not None:
+            fields["peftlab_init_token_ids"] = list(config.init_token_ids)
+        return fields
+
+    def config_from_file(self, fields: dict[str, Any]) -> PromptTuningConfig:
+        init = {hf: ours for ours, hf in _HF_INITS.items()}.get(fields.get("prompt_tuning_init"), "random")
+        token_ids = fields.get("peftlab_init_token_ids")
+        # A file holds the trained prompt: a text init whose ids were not recorded is only a record.
+        if init == "text" and not token_ids:
+            init = "random"
+        return PromptTuningConfig(num_virtual_tokens=fields["num_virtual_tokens"], init=init,
+                                  init_text=fields.get("prompt_tuning_init_text"), init_token_ids=token_ids,
+                                  position=fields.get("peftlab_position", "start"))
