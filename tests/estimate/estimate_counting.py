@@ -18,15 +18,16 @@ from transformers.pytorch_utils import Conv1D
 BLOCK_MARKERS = (".layer.", ".h.", ".layers.")
 
 
-def build(config: dict, num_labels: int | None = None) -> nn.Module:
-    """The model transformers builds from `config` (a config.json dict), on the meta device."""
+def build(config: dict, num_labels: int | None = None, device: str = "meta",
+          attention: str | None = None) -> nn.Module:
+    """The model transformers builds from `config` (a config.json dict), on `device`."""
     extra = {"num_labels": num_labels, "pad_token_id": 0} if num_labels else {}
     cfg = AutoConfig.for_model(**config, **extra)
     decoder = config["model_type"] in ("gpt2", "llama", "mistral", "qwen2")
-    with torch.device("meta"):
-        if num_labels:
-            return AutoModelForSequenceClassification.from_config(cfg)
-        return (AutoModelForCausalLM if decoder else AutoModel).from_config(cfg)
+    auto = (AutoModelForSequenceClassification if num_labels
+            else AutoModelForCausalLM if decoder else AutoModel)
+    with torch.device(device):
+        return auto.from_config(cfg, attn_implementation=attention)
 
 
 def count(module: nn.Module) -> int:

@@ -19,12 +19,26 @@ from typer.core import TyperGroup
 
 from peftlab.errors import PeftlabError
 
-COMMAND_MODULES = ("peftlab.cli.train",)
+COMMAND_MODULES = ("peftlab.cli.train", "peftlab.cli.estimate", "peftlab.cli.compare", "peftlab.cli.choose")
 ERROR_EXIT_CODE = 2
 
 
+ARGV_KEY = "peftlab.argv"
+
+
+def command_line() -> list[str]:
+    """The words of the running command (`peftlab train --r 16 ...`), for run records."""
+    return click.get_current_context().meta.get(ARGV_KEY, [])
+
+
 class _PeftlabGroup(TyperGroup):
-    """Runs a subcommand and turns a `PeftlabError` into one line and exit code 2."""
+    """Records the command line, runs a subcommand, turns a `PeftlabError` into one line + exit 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        words = [info_name or "peftlab", *args]
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta[ARGV_KEY] = words
+        return ctx
 
     def invoke(self, ctx: click.Context):
         try:
