@@ -38,7 +38,7 @@ def test_one_token_forward_within_1e6():
 
 
 def test_slabs_tile_large_weights(monkeypatch):
-    """Several row slabs (one per 2 rows here) give the same result as one."""
+    """Many row slabs (a few rows each here) give the same result as one."""
     import peftlab.quant.linear4bit as module
 
     layer = Linear4bit.from_linear(_linear(128, 20))

@@ -25,8 +25,10 @@ from peftlab.quant.nf4 import (
     NF4State, absmax_float32, byte_pair_table, dequantize_nf4, dequantize_range, quantize_nf4,
 )
 
-# About 1 Mi float32 values (4 MiB) per slab: small enough to stay in L2/L3 between the
-# dequantization and the matmul, large enough that the matmul keeps its full speed.
+# About 1 Mi float32 values (4 MiB) per thread per slab: each thread's share stays in its cache
+# between the dequantization and the matmul, yet the matmul keeps its full speed. Measured on a
+# 4096x4096 layer: 1 thread, 256 tokens, slabs of 2**20 values run in 0.68x the time of one
+# whole-weight slab. Larger slabs mean fewer parallel regions, which matters on a loaded machine.
 _SLAB_ELEMENTS = 1 << 20
 _COMPUTE_DTYPES = (torch.float32, torch.bfloat16)
 
@@ -34,7 +36,7 @@ _COMPUTE_DTYPES = (torch.float32, torch.bfloat16)
 def _slab_rows(in_features: int, block_size: int) -> int:
     """Rows per slab: a multiple of the rows after which a slab starts on a block boundary."""
     step = block_size // math.gcd(in_features, block_size)
-    return max(step, _SLAB_ELEMENTS // in_features // step * step)
+    return max(step, _SLAB_ELEMENTS * torch.get_num_threads() // in_features // step * step)
 
 
 def _slabs(state: NF4State, compute_dtype: torch.dtype):
