@@ -7,7 +7,9 @@ registry must have an entry here: the suite fails for a method that has none.
 from __future__ import annotations
 
 import peftlab
+from peftlab.methods.adapters import AdapterConfig
 from peftlab.methods.full import FullConfig
+from peftlab.methods.ia3 import IA3Config
 from peftlab.methods.lora import LoraConfig
 from peftlab.methods.prefix import PrefixTuningConfig
 from peftlab.methods.prompt import PromptTuningConfig
@@ -23,6 +25,9 @@ _LORA_TARGETS = {
 METHOD_CONFIGS = {
     "full": lambda arch, task: FullConfig(),
     "lora": lambda arch, task: LoraConfig(r=4, alpha=8, target_modules=_LORA_TARGETS[arch]),
+    # The architecture defaults: keys, values (GPT-2: k/v slices of the fused c_attn), FFN input.
+    "ia3": lambda arch, task: IA3Config(),
+    "adapters": lambda arch, task: AdapterConfig(bottleneck_size=4, activation="gelu"),
     "prompt": lambda arch, task: PromptTuningConfig(num_virtual_tokens=3, init="vocab"),
     # The reparameterisation MLP trains; files hold the folded prefix (the round trip checks both).
     "prefix": lambda arch, task: PrefixTuningConfig(num_virtual_tokens=3, projection=arch == "llama"),

@@ -47,7 +47,12 @@ def task_type(model: nn.Module) -> str | None:
 def adapter_state(peft_model: PeftModel, name: str) -> dict[str, torch.Tensor]:
     """Adapter `name` as file tensors: module-level keys prefixed, model-level keys bare."""
     root = peft_model.method(name).hf_module_prefix
-    state = {root + key: p.detach() for key, p in peft_model.module_parameters(name).items()}
+    state = {}
+    for path, layer in peft_model.adapter_layers(name):
+        prefix = f"{root}{file_path(path)}."
+        state.update({prefix + key: tensor for key, tensor in layer.file_state(name).items()})
+    base_params = peft_model.method(name).base_parameters_to_train(peft_model, name, peft_model.configs[name])
+    state.update({root + key: p.detach() for key, p in base_params.items()})
     if name in peft_model.hooks:
         state.update(peft_model.hooks[name].file_state())
     return state
@@ -161,9 +166,12 @@ def load_adapter(model: nn.Module, folder: str | Path, name: str = "default") ->
         with torch.no_grad():
             for key, param in base_extras.items():
                 param.copy_(found[key].to(param.dtype))
-        module_params = peft_model.module_parameters(name)
+        for path, layer in peft_model.adapter_layers(name):
+            prefix = f"{root}{file_path(path)}."
+            layer.load_file_state(name, {key: found[prefix + key] for key in layer.file_state(name)})
+        base_params = peft_model.method(name).base_parameters_to_train(peft_model, name, peft_model.configs[name])
         with torch.no_grad():
-            for key, param in module_params.items():
+            for key, param in base_params.items():
                 param.copy_(found[root + key].to(param.dtype))
         if name in peft_model.hooks:
             peft_model.hooks[name].load_file_state({k: v for k, v in found.items() if not k.startswith(root)})

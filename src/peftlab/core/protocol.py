@@ -123,6 +123,19 @@ class AdapterLayer(nn.Module, metaclass=ABCMeta):
     def remove_adapter_tensors(self, name: str) -> None:
         """Drop the tensors of adapter `name` (bookkeeping is done by `delete_adapter`)."""
 
+    def file_state(self, name: str) -> dict[str, torch.Tensor]:
+        """Tensors of adapter `name` as written to the adapter file (default: the declared ones).
+
+        A layer whose trained form differs from the file format's writes its file form here
+        (IA³ on GPT-2's fused q/k/v trains the k and v slices; the file holds all three)."""
+        return {key: param.detach() for key, param in self.adapter_params(name).items()}
+
+    def load_file_state(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        """Inverse of `file_state`; keys and shapes were already checked against `file_state(name)`."""
+        with torch.no_grad():
+            for key, param in self.adapter_params(name).items():
+                param.copy_(tensors[key].to(param.dtype))
+
     # --- shared bookkeeping --------------------------------------------------------------------
     def add_adapter(self, name: str, config: MethodConfig) -> None:
         self.create_adapter(name, config)

@@ -1,0 +1,151 @@
+"""`peftlab choose`: which PEFT method and configuration, from the seeds' decision framework.
+
+    peftlab choose --task classification --model bert-base --memory 8
+    peftlab choose --task instruction-following --model llama-2-7b --memory 16 --examples 50000
+    peftlab choose --task code-generation --latency-critical --tasks 3 --json
+    peftlab choose --task classification --from-report runs/compare
+
+The rules live in `peftlab/choose/rules.json`; every reason printed cites its seed section.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from peftlab.choose import GOALS, TASKS, ChooseInputs, choose, recommend_from_report
+from peftlab.errors import ConfigError
+
+
+def parse_memory(text: str | None) -> float | str | None:
+    """'24', '24GB' -> 24.0; 'cpu' -> 'cpu'; None -> None (unknown)."""
+    if text is None:
+        return None
+    word = text.strip().lower()
+    if word == "cpu":
+        return "cpu"
+    try:
+        return float(word.removesuffix("gb").strip())
+    except ValueError:
+        raise ConfigError(f"--memory {text!r} is not a number of GB or 'cpu'; e.g. --memory 24") from None
+
+
+def _size(n: int | None, unit: float, suffix: str) -> str:
+    return "—" if n is None else f"{n / unit:,.2f} {suffix}"
+
+
+def _params(n: int | None) -> str:
+    if n is None:
+        return "—"
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"
+
+
+def describe_config(candidate) -> str:
+    """The configuration as one line a user can pass to `peftlab train` (--r, --alpha, --set)."""
+    names = {"alpha": "α", "bottleneck_size": "bottleneck", "num_virtual_tokens": "tokens",
+             "target_modules": "targets"}
+    parts = []
+    for key, value in candidate.config.items():
+        if key in ("block_size", "double_quant") or (key == "bias" and value == "none"):
+            continue
+        shown = ",".join(value) if isinstance(value, (list, tuple)) else f"{value:g}" if isinstance(value, float) else value
+        parts.append(f"{names.get(key, key)}={shown}")
+    if not candidate.config:
+        parts.append("method defaults")
+    if candidate.nf4:
+        parts.append(f"NF4 base (block {candidate.config['block_size']}"
+                     f"{', double quant' if candidate.config.get('double_quant') else ''})")
+    if candidate.gradient_checkpointing:
+        parts.append("gradient checkpointing")
+    if candidate.merge:
+        parts.append("merge for deployment")
+    return " ".join(parts)
+
+
+def _print_recommendation(rec, console: Console) -> None:
+    inputs = rec.inputs
+    memory = {"cpu": "cpu (no accelerator)", None: "not given"}.get(inputs.memory, f"{inputs.memory:g} GB")
+    table = Table(title=f"peftlab choose: {inputs.task} · model {rec.model or '—'} · memory {memory}")
+    for column in ("#", "method", "configuration", "trainable", "train memory", "fits", "adapter file"):
+        table.add_column(column, overflow="fold")
+    for c in rec.candidates:
+        fits = {True: "yes", False: "no", None: "—"}[c.fits]
+        table.add_row(str(c.rank), c.label, describe_config(c), _params(c.trainable_params),
+                      _size(c.training_memory_bytes, 1e9, "GB"), fits, _size(c.adapter_bytes, 1e6, "MB"))
+    console.print(table)
+    for c in rec.candidates:
+        console.print(f"[bold]#{c.rank} {c.label}[/bold]  (inference: {c.inference})", highlight=False)
+        for reason in c.reasons:
+            console.print(f"  + {reason}", highlight=False, markup=False)
+        for caution in c.cautions:
+            console.print(f"  ! {caution}", highlight=False, markup=False)
+    best = rec.best
+    console.print(f"\n[bold]Next steps for #1 {best.label}[/bold]", highlight=False)
+    for kind, steps in best.next_steps.items():
+        console.print(f"  if {kind}:", highlight=False)
+        for step in steps:
+            console.print(f"    - {step}", highlight=False, markup=False)
+    if rec.advice:
+        console.print("\n[bold]Advice[/bold]")
+        for reason in rec.advice:
+            console.print(f"  * {reason}", highlight=False, markup=False)
+    if rec.resolutions:
+        console.print("\n[bold]Where the seeds disagree (rule order)[/bold]")
+        for rule, note in rec.resolutions.items():
+            console.print(f"  {rule}: {note}", highlight=False, markup=False)
+
+
+def _print_report(result, console: Console) -> None:
+    table = Table(title=f"peftlab choose --from-report {result.folder} · {result.inputs.task}")
+    for column in ("#", "method", "quality", "peak memory", "step time", "adapter file", "Pareto"):
+        table.add_column(column, overflow="fold")
+    for c in result.choices:
+        m = c.measurements
+        front = "front" if c.on_front else "dominated by " + ", ".join(c.dominated_by)
+        table.add_row(str(c.rank), c.label, f"{m.quality:g}", _size(m.peak_memory_bytes, 1e9, "GB"),
+                      f"{m.step_time_s:.3f} s", _size(m.adapter_bytes, 1e6, "MB"), front)
+    console.print(table)
+    for label, why in result.excluded:
+        console.print(f"  excluded {label}: {why}", highlight=False, markup=False)
+    if result.overrides:
+        console.print("\n[bold]Measured vs rule of thumb[/bold]")
+        for line in result.overrides:
+            console.print(f"  {line}", highlight=False, markup=False)
+
+
+def choose_command(
+    task: Annotated[str, typer.Option("--task", help=f"One of: {', '.join(TASKS)}.")],
+    latency_critical: Annotated[bool, typer.Option("--latency-critical", help="Inference latency is critical.")] = False,
+    memory: Annotated[Optional[str], typer.Option("--memory", help="Accelerator memory in GB, or 'cpu'.")] = None,
+    model: Annotated[str, typer.Option("--model", help="Estimator preset (llama-2-7b, bert-base, ...) or config.json.")] = "llama-2-7b",
+    examples: Annotated[Optional[int], typer.Option("--examples", help="Training examples.")] = None,
+    tasks: Annotated[int, typer.Option("--tasks", help="Tasks to serve from one base model.")] = 1,
+    storage_mb: Annotated[Optional[float], typer.Option("--storage-mb", help="Storage budget per task (MB).")] = None,
+    combine: Annotated[bool, typer.Option("--combine", help="Several tasks must combine in one model.")] = False,
+    goal: Annotated[Optional[str], typer.Option("--goal", help=f"A stated need: {', '.join(GOALS)}.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch for the memory estimate.")] = 4,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per example for the memory estimate.")] = 512,
+    num_labels: Annotated[int, typer.Option("--num-labels", help="Classes (classification).")] = 2,
+    from_report: Annotated[Optional[Path], typer.Option("--from-report", help="A `peftlab compare` folder: recommend from its measurements.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Recommend a PEFT method and configuration, ranked, with the seed rule behind each reason."""
+    inputs = ChooseInputs(task=task, latency_critical=latency_critical, memory=parse_memory(memory),
+                          model=model, examples=examples, num_tasks=tasks, storage_mb=storage_mb,
+                          combine_tasks=combine, goal=goal, batch_size=batch_size, seq_len=seq_len,
+                          num_labels=num_labels)
+    result = recommend_from_report(from_report, inputs) if from_report is not None else choose(inputs)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    console = Console()
+    (_print_report if from_report is not None else _print_recommendation)(result, console)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("choose")(choose_command)
