@@ -88,7 +88,7 @@ def test_adapters(arch, num_labels, m, placement, per_block):
 def test_prefix(arch, num_labels, n, hidden):
     hp = {"num_virtual_tokens": n}
     if hidden is not None:
-        hp.update(projection=True, projection_hidden=None if hidden == "d" else hidden)
+        hp.update(projection=True, encoder_hidden_size=None if hidden == "d" else hidden)
     est, model = _trainable(arch, num_labels, "prefix", **hp)
     width = model.get_input_embeddings().embedding_dim if hidden == "d" else hidden
     assert est.trainable_params == counting.prefix(model, n, width) + _head(model, num_labels)
@@ -136,3 +136,10 @@ def test_bad_hyperparameters_name_value_and_range():
         estimate("bert-base", "ia3", target_modules=("query",))
     with pytest.raises(ConfigError, match="placement='serial' is invalid"):
         estimate("bert-base", "adapters", placement="serial")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_adapters_reduction_factor(arch):
+    est, model = _trainable(arch, None, "adapters", reduction_factor=16)
+    d = model.get_input_embeddings().embedding_dim
+    assert est.trainable_params == counting.adapters(model, d // 16, 2)

@@ -50,12 +50,13 @@ def estimate_command(
     double_quant: bool = typer.Option(True, help="QLoRA double quantization"),
     double_quant_block_size: int = typer.Option(256, help="QLoRA double-quant block size"),
     ia3_targets: Optional[str] = typer.Option(None, help="IA3 targets, comma-separated"),
-    bottleneck_size: int = typer.Option(64, help="adapter bottleneck m"),
+    bottleneck_size: Optional[int] = typer.Option(None, help="adapter bottleneck m (default 64)"),
+    reduction_factor: Optional[float] = typer.Option(None, help="adapters: m = d // factor"),
     placement: str = typer.Option("houlsby", help="adapters: houlsby (2/layer), pfeiffer (1)"),
     adapter_bias: bool = typer.Option(True, help="adapters: biases in down/up projections"),
     num_virtual_tokens: int = typer.Option(20, help="prefix/prompt length"),
     projection: bool = typer.Option(False, help="prefix: reparameterization MLP"),
-    projection_hidden: Optional[int] = typer.Option(None, help="prefix MLP width (default d)"),
+    encoder_hidden_size: Optional[int] = typer.Option(None, help="prefix MLP width (default d)"),
     num_labels: Optional[int] = typer.Option(None, help="sequence classification with K labels"),
     batch_size: int = typer.Option(4, help="batch size B"),
     seq_len: int = typer.Option(512, help="sequence length T"),
@@ -92,9 +93,10 @@ def estimate_command(
                        block_size=block_size, double_quant=double_quant,
                        double_quant_block_size=double_quant_block_size,
                        ia3_targets=_split(ia3_targets), bottleneck_size=bottleneck_size,
+                       reduction_factor=reduction_factor,
                        placement=placement, adapter_bias=adapter_bias,
                        num_virtual_tokens=num_virtual_tokens, projection=projection,
-                       projection_hidden=projection_hidden)
+                       encoder_hidden_size=encoder_hidden_size)
         for name in names:
             if name not in METHODS:
                 raise PeftlabError(f"unknown method {name!r}; use one of: "

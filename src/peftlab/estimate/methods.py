@@ -242,26 +242,40 @@ class Adapters(Method):
     """Bottleneck adapters (Houlsby et al. 2019): h ← h + W_up σ(W_down h), W_down: d→m."""
 
     name: ClassVar[str] = "adapters"
-    bottleneck_size: int = 64
+    bottleneck_size: int | None = None
+    reduction_factor: float | None = None
     placement: str = "houlsby"
     bias: bool = True  # False reproduces the seeds' formula 2·(2dm)·L
 
     def __post_init__(self):
-        _positive(bottleneck_size=self.bottleneck_size)
+        if self.bottleneck_size is not None and self.reduction_factor is not None:
+            raise ConfigError("bottleneck_size and reduction_factor are both set; give one")
+        if self.bottleneck_size is not None:
+            _positive(bottleneck_size=self.bottleneck_size)
+        if self.reduction_factor is not None and self.reduction_factor <= 0:
+            raise ConfigError(f"reduction_factor={self.reduction_factor} is invalid; it must be > 0")
         if self.placement not in ("houlsby", "pfeiffer"):
             raise ConfigError(f"placement={self.placement!r} is invalid; use houlsby or pfeiffer")
+
+    def bottleneck(self, hidden: int) -> int:
+        """m: bottleneck_size, else d // reduction_factor, else 64 (peftlab's default)."""
+        if self.bottleneck_size is not None:
+            return self.bottleneck_size
+        if self.reduction_factor is not None:
+            return max(1, int(hidden // self.reduction_factor))
+        return 64
 
     def sites(self) -> tuple[str, ...]:
         return ("attention", "ffn") if self.placement == "houlsby" else ("ffn",)
 
     def breakdown(self, shape, num_labels):
-        d, m = shape.hidden, self.bottleneck_size
+        d, m = shape.hidden, self.bottleneck(shape.hidden)
         each = 2 * d * m + (d + m if self.bias else 0)
         return {f"adapter after {site}": each * shape.layers for site in self.sites()}
 
     def extra_activations(self, shape):
         # per adapter: its input (d, for W_down's gradient), σ's input and output (m each).
-        return {"adapters": (shape.hidden + 2 * self.bottleneck_size) * len(self.sites())}
+        return {"adapters": (shape.hidden + 2 * self.bottleneck(shape.hidden)) * len(self.sites())}
 
 
 @dataclass(frozen=True)
@@ -271,12 +285,12 @@ class Prefix(Method):
     name: ClassVar[str] = "prefix"
     num_virtual_tokens: int = 20
     projection: bool = False
-    projection_hidden: int | None = None
+    encoder_hidden_size: int | None = None
 
     def __post_init__(self):
         _positive(num_virtual_tokens=self.num_virtual_tokens)
-        if self.projection_hidden is not None:
-            _positive(projection_hidden=self.projection_hidden)
+        if self.encoder_hidden_size is not None:
+            _positive(encoder_hidden_size=self.encoder_hidden_size)
 
     def prefix_tokens(self) -> int:
         return self.num_virtual_tokens
@@ -285,7 +299,7 @@ class Prefix(Method):
         n, d, width = self.num_virtual_tokens, shape.hidden, 2 * shape.layers * shape.kv_dim
         if not self.projection:
             return {"prefix keys+values": n * width}
-        h = self.projection_hidden or d
+        h = self.encoder_hidden_size or d
         return {"prefix embedding": n * d, "projection mlp": d * h + h + h * width + width}
 
     def notes(self, shape):
