@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -26,9 +25,9 @@ ERROR_EXIT_CODE = 2
 ARGV_KEY = "peftlab.argv"
 
 
-def command_line() -> list[str]:
+def command_line(ctx: typer.Context) -> list[str]:
     """The words of the running command (`peftlab train --r 16 ...`), for run records."""
-    return click.get_current_context().meta.get(ARGV_KEY, [])
+    return ctx.meta.get(ARGV_KEY, [])
 
 
 class _PeftlabGroup(TyperGroup):
@@ -40,7 +39,7 @@ class _PeftlabGroup(TyperGroup):
         ctx.meta[ARGV_KEY] = words
         return ctx
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except PeftlabError as error:

@@ -54,6 +54,7 @@ def _print_metrics(title: str, metrics: dict) -> None:
 
 
 def train_command(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Folder for the adapter and metrics.json.")],
     method: Annotated[str, typer.Option("--method", help="A registered method (lora, full, ...).")] = "lora",
     model: ModelOpt = "minilm",
@@ -92,6 +93,7 @@ def train_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
 ) -> None:
     """Fine-tune a model with one method and write the adapter plus metrics.json to --out."""
+    from peftlab.cli.main import command_line
     from peftlab.cli.options import method_config
     from peftlab.train import TrainConfig, train, write_run
 
@@ -121,7 +123,7 @@ def train_command(
     result = train(peft_model, task, loaded.tokenizer, train_config, progress=progress)
     extra = {"model": {"name": model, "source_path": loaded.source_path, "class": type(loaded.model).__name__},
              "data": data}
-    write_run(out, peft_model, task, train_config, result, extra)
+    write_run(out, peft_model, task, train_config, result, extra, command_line(ctx))
     _print_metrics("dev", result.final_metrics)
     step = result.step_time.get("median", 0.0)
     typer.echo(f"{result.steps} steps in {result.wall_time_s:.1f} s (median step {step * 1000:.0f} ms); "

@@ -43,8 +43,9 @@ def _program(argv0: str) -> str:
     return "python -m peftlab" if argv0.endswith("__main__.py") else (Path(argv0).name or argv0)
 
 
-def run_info() -> dict[str, Any]:
-    """Versions, machine and command line of this process."""
+def run_info(command_line: list[str] | None = None) -> dict[str, Any]:
+    """Versions, machine and command line (default: this process's `sys.argv`)."""
+    words = command_line or [_program(sys.argv[0]), *sys.argv[1:]]
     return {
         "peftlab": __version__,
         "torch": torch.__version__,
@@ -54,18 +55,18 @@ def run_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "command_line": shlex.join([_program(sys.argv[0]), *sys.argv[1:]]),
+        "command_line": shlex.join(words),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
 def run_record(peft_model: PeftModel, task: Task, config: TrainConfig, result: TrainResult,
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+               extra: dict[str, Any] | None = None, command_line: list[str] | None = None) -> dict[str, Any]:
     trainable, total = peft_model.count_parameters()
     timing = {key: getattr(result, key) for key in
               ("wall_time_s", "train_time_s", "eval_time_s", "step_time", "peak_rss_mb", "peak_gpu_memory_mb")}
     return {
-        "run_info": run_info(),
+        "run_info": run_info(command_line),
         "adapters": {name: peft_model.configs[name].to_dict() for name in peft_model.active_adapters},
         "train_config": config.to_dict(),
         "task": {"name": task.name, "kind": task.kind, "train_examples": len(task.train),
@@ -81,7 +82,7 @@ def run_record(peft_model: PeftModel, task: Task, config: TrainConfig, result: T
 
 
 def write_run(out_dir: str | Path, peft_model: PeftModel, task: Task, config: TrainConfig, result: TrainResult,
-              extra: dict[str, Any] | None = None) -> Path:
+              extra: dict[str, Any] | None = None, command_line: list[str] | None = None) -> Path:
     """Save the active adapter(s) and `metrics.json` in `out_dir`.
 
     One active adapter is written into `out_dir` itself; several go to `out_dir/<name>/` each.
@@ -90,7 +91,7 @@ def write_run(out_dir: str | Path, peft_model: PeftModel, task: Task, config: Tr
     names = peft_model.active_adapters
     for name in names:
         save_adapter(peft_model, out_dir if len(names) == 1 else out_dir / name, name)
-    write_json(out_dir / METRICS_NAME, run_record(peft_model, task, config, result, extra))
+    write_json(out_dir / METRICS_NAME, run_record(peft_model, task, config, result, extra, command_line))
     return out_dir
 
 
