@@ -98,16 +98,23 @@ def test_state_round_trips_through_safetensors(tmp_path, double_quant):
     with safe_open(path, "pt") as handle:
         metadata = handle.metadata()
     loaded = NF4State.from_tensors(load_file(path), metadata)
-    assert (loaded.shape, loaded.block_size, loaded.dtype, loaded.double_quant) == ((37, 129), 128, torch.bfloat16, double_quant)
+    assert (loaded.shape, loaded.block_size, loaded.dtype) == ((37, 129), 128, torch.bfloat16)
+    assert loaded.double_quant == double_quant
     assert torch.equal(dequantize_nf4(loaded), dequantize_nf4(state))
 
 
-def test_from_tensors_rejects_missing_tensors():
+def test_from_tensors_rejects_missing_or_wrong_tensors():
     state = quantize_nf4(torch.randn(8, 64), 32, double_quant=True)
     tensors = state.as_tensors()
     del tensors["nested_absmax"]
     with pytest.raises(ValueError, match="nested_absmax"):
         NF4State.from_tensors(tensors, state.metadata())
+    tensors = state.as_tensors()
+    tensors["packed"] = tensors["packed"][:-1]
+    with pytest.raises(ValueError, match=r"packed .* must be \(256,\)"):
+        NF4State.from_tensors(tensors, state.metadata())
+    with pytest.raises(ValueError, match="no 'nf4' entry"):
+        NF4State.from_tensors(state.as_tensors(), {})
 
 
 @pytest.mark.parametrize("bad", [16, 48, 8192, 100])

@@ -30,13 +30,17 @@ from peftlab.quant.nf4 import (
 # 4096x4096 layer: 1 thread, 256 tokens, slabs of 2**20 values run in 0.68x the time of one
 # whole-weight slab. Larger slabs mean fewer parallel regions, which matters on a loaded machine.
 _SLAB_ELEMENTS = 1 << 20
+# On an accelerator each slab is a few kernel launches: bigger slabs, still far below a full weight
+# of a large model.
+_ACCELERATOR_SLAB_ELEMENTS = 1 << 24
 _COMPUTE_DTYPES = (torch.float32, torch.bfloat16)
 
 
-def _slab_rows(in_features: int, block_size: int) -> int:
+def _slab_rows(in_features: int, block_size: int, device: torch.device) -> int:
     """Rows per slab: a multiple of the rows after which a slab starts on a block boundary."""
     step = block_size // math.gcd(in_features, block_size)
-    return max(step, _SLAB_ELEMENTS * torch.get_num_threads() // in_features // step * step)
+    elements = _SLAB_ELEMENTS * torch.get_num_threads() if device.type == "cpu" else _ACCELERATOR_SLAB_ELEMENTS
+    return max(step, elements // in_features // step * step)
 
 
 def _slabs(state: NF4State, compute_dtype: torch.dtype):
@@ -44,10 +48,11 @@ def _slabs(state: NF4State, compute_dtype: torch.dtype):
     out_features, in_features = state.shape
     absmax = absmax_float32(state)
     table = byte_pair_table(state.device)
-    step = _slab_rows(in_features, state.block_size)
+    step = _slab_rows(in_features, state.block_size, state.device)
     for r0 in range(0, out_features, step):
         r1 = min(r0 + step, out_features)
-        slab = dequantize_range(state.packed, absmax, state.block_size, r0 * in_features, r1 * in_features, table)
+        start, stop = r0 * in_features, r1 * in_features
+        slab = dequantize_range(state.packed, absmax, state.block_size, start, stop, table)
         yield r0, r1, slab.view(r1 - r0, in_features).to(compute_dtype)
 
 
@@ -58,7 +63,7 @@ class _NF4LinearFunction(torch.autograd.Function):
     def forward(ctx, x2d: torch.Tensor, bias: torch.Tensor | None, state: NF4State):  # x2d: (M, in)
         out = torch.empty(x2d.shape[0], state.shape[0], dtype=x2d.dtype, device=x2d.device)  # (M, out)
         for r0, r1, slab in _slabs(state, x2d.dtype):
-            torch.mm(x2d, slab.t(), out=out[:, r0:r1])  # BLAS writes the strided column block in place
+            torch.mm(x2d, slab.t(), out=out[:, r0:r1])  # straight into the output's column block
         if bias is not None:
             out += bias
         ctx.state = state
@@ -69,7 +74,7 @@ class _NF4LinearFunction(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):  # grad_out: (M, out)
         grad_x = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.zeros(grad_out.shape[0], ctx.state.shape[1], dtype=grad_out.dtype, device=grad_out.device)
+            grad_x = grad_out.new_zeros(grad_out.shape[0], ctx.state.shape[1])  # (M, in)
             for r0, r1, slab in _slabs(ctx.state, grad_out.dtype):
                 grad_x.addmm_(grad_out[:, r0:r1], slab)  # (M, rows) @ (rows, in)
         if ctx.has_bias and ctx.needs_input_grad[1]:
@@ -117,7 +122,8 @@ class Linear4bit(nn.Module):
         elif type(layer).__name__ == "Conv1D" and hasattr(layer, "nf"):  # transformers.pytorch_utils.Conv1D
             weight = layer.weight.t()
         else:
-            raise TypeError(f"Linear4bit.from_linear takes nn.Linear or transformers Conv1D, got {type(layer).__name__}")
+            raise TypeError(
+                f"Linear4bit.from_linear takes nn.Linear or transformers Conv1D, got {type(layer).__name__}")
         return cls.from_weight(weight, layer.bias, block_size=block_size, double_quant=double_quant,
                                compute_dtype=compute_dtype)
 
@@ -133,7 +139,8 @@ class Linear4bit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         if x.shape[-1] != self.in_features:
-            raise ValueError(f"Linear4bit expects inputs with {self.in_features} features, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"Linear4bit expects inputs with {self.in_features} features, got shape {tuple(x.shape)}")
         x2d = x.reshape(-1, self.in_features).to(self.compute_dtype)  # (M, in)
         bias = None if self.bias is None else self.bias.to(self.compute_dtype)
         out = _NF4LinearFunction.apply(x2d, bias, self.quant_state)  # (M, out)

@@ -60,6 +60,21 @@ class NF4State:
     nested_absmax: torch.Tensor | None = None
     nested_offset: torch.Tensor | None = None
 
+    def __post_init__(self):
+        validate_block_size(self.block_size)
+        n_blocks = -(-self.numel // self.block_size)
+        expected = {"packed": ((-(-self.numel // 2),), torch.uint8),
+                    "absmax": ((n_blocks,), torch.uint8 if self.double_quant else torch.float32)}
+        if self.double_quant:
+            expected["nested_absmax"] = ((-(-n_blocks // NESTED_BLOCK_SIZE),), torch.float32)
+            expected["nested_offset"] = ((), torch.float32)
+        for name, (shape, dtype) in expected.items():
+            tensor = getattr(self, name)
+            if tensor is None or tuple(tensor.shape) != shape or tensor.dtype != dtype:
+                found = None if tensor is None else (tuple(tensor.shape), tensor.dtype)
+                raise ValueError(f"NF4State.{name} for shape {self.shape}, block_size {self.block_size} "
+                                 f"must be {shape} {dtype}, got {found}")
+
     @property
     def double_quant(self) -> bool:
         return self.nested_absmax is not None
@@ -92,7 +107,10 @@ class NF4State:
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> NF4State:
-        """Inverse of ``as_tensors()`` + ``metadata()``; validates what it reads."""
+        """Inverse of ``as_tensors()`` + ``metadata()``; ``__post_init__`` validates what it reads."""
+        if "nf4" not in metadata:
+            raise ValueError(f"no 'nf4' entry in the metadata (keys: {sorted(metadata)}); "
+                             "save it with NF4State.metadata()")
         info = json.loads(metadata["nf4"])
         expected = {"packed", "absmax"} | ({"nested_absmax", "nested_offset"} if info["double_quant"] else set())
         if set(tensors) != expected:
@@ -100,14 +118,16 @@ class NF4State:
         offset = tensors.get("nested_offset")
         return cls(
             packed=tensors["packed"], absmax=tensors["absmax"], shape=tuple(info["shape"]),
-            block_size=validate_block_size(info["block_size"]), dtype=_FLOAT_DTYPES[info["dtype"]],
+            block_size=info["block_size"], dtype=_FLOAT_DTYPES[info["dtype"]],
             nested_absmax=tensors.get("nested_absmax"),
             nested_offset=None if offset is None else offset.reshape(()),
         )
 
     def to(self, device: torch.device | str) -> NF4State:
         """A copy of the state with every tensor on ``device``."""
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.to(device)
+
         return NF4State(move(self.packed), move(self.absmax), self.shape, self.block_size, self.dtype,
                         move(self.nested_absmax), move(self.nested_offset))
 
