@@ -128,3 +128,12 @@ def test_errors_are_actionable():
 def test_extra_repr_describes_storage():
     text = repr(Linear4bit.from_linear(_linear(64, 8)))
     assert "in_features=64" in text and "block_size=64" in text and "double_quant" in text
+
+
+def test_dtype_casts_leave_the_quantized_state_alone():
+    layer = Linear4bit.from_linear(_linear(64, 16), double_quant=False)  # float32 absmax buffer
+    weight = layer.dequantized_weight()
+    layer.to(torch.bfloat16)
+    assert layer.absmax.dtype == torch.float32 and layer.bias.dtype == torch.bfloat16
+    assert torch.equal(layer.dequantized_weight(), weight)
+    assert layer(torch.randn(2, 64, dtype=torch.bfloat16)).dtype == torch.bfloat16

@@ -34,6 +34,7 @@ _SLAB_ELEMENTS = 1 << 20
 # of a large model.
 _ACCELERATOR_SLAB_ELEMENTS = 1 << 24
 _COMPUTE_DTYPES = (torch.float32, torch.bfloat16)
+_STATE_BUFFERS = ("packed", "absmax", "nested_absmax", "nested_offset")
 
 
 def _slab_rows(in_features: int, block_size: int, device: torch.device) -> int:
@@ -100,10 +101,8 @@ class Linear4bit(nn.Module):
         self.block_size = state.block_size
         self.weight_dtype = state.dtype
         self.compute_dtype = compute_dtype
-        self.register_buffer("packed", state.packed)
-        self.register_buffer("absmax", state.absmax)
-        self.register_buffer("nested_absmax", state.nested_absmax)
-        self.register_buffer("nested_offset", state.nested_offset)
+        for name in _STATE_BUFFERS:
+            self.register_buffer(name, getattr(state, name))
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
 
     @classmethod
@@ -126,6 +125,16 @@ class Linear4bit(nn.Module):
                 f"Linear4bit.from_linear takes nn.Linear or transformers Conv1D, got {type(layer).__name__}")
         return cls.from_weight(weight, layer.bias, block_size=block_size, double_quant=double_quant,
                                compute_dtype=compute_dtype)
+
+    def _apply(self, fn, recurse=True):
+        """Let ``.to(device)`` move the quantization state but never cast it: ``model.half()`` or
+        ``.to(torch.bfloat16)`` would otherwise round the float32 scales and corrupt the weight."""
+        state = {name: self._buffers.pop(name) for name in _STATE_BUFFERS}
+        super()._apply(fn, recurse)
+        for name, tensor in state.items():
+            moved = None if tensor is None else fn(tensor)
+            self._buffers[name] = moved if moved is None or moved.dtype == tensor.dtype else tensor.to(moved.device)
+        return self
 
     @property
     def quant_state(self) -> NF4State:
