@@ -112,7 +112,7 @@ def test_invalid_inputs_name_the_value_and_the_fix(field, value, words):
         ChooseInputs(**inputs)
 
 
-CANDIDATE_KEYS = {"rank": int, "method": str, "label": str, "config": dict, "nf4": bool,
+CANDIDATE_KEYS = {"rank": int, "method": str, "label": str, "config": dict, "config_source": str, "nf4": bool,
                   "merge": bool, "gradient_checkpointing": bool, "inference": str,
                   "reasons": list, "cautions": list, "trainable_params": int, "total_params": int,
                   "training_memory_bytes": int, "adapter_bytes": int, "fits": (bool, type(None)),

@@ -164,6 +164,54 @@ def test_production_keeps_adapters_when_tasks_combine():
     assert "production.avoid-adapters" not in rec.fired
 
 
+# seed 003, Summary (Factor -> Recommendation): (factor, inputs, first methods in order, LoRA rank)
+SUMMARY = [
+    ("simple task + low compute -> Prompt Tuning", dict(task="classification", memory="cpu"), ["prompt"], None),
+    ("general purpose -> LoRA (r=8)", dict(task="generation"), ["lora"], 8),
+    ("complex task -> LoRA (r=16+) or Adapters", dict(task="code-generation", examples=20_000),
+     ["lora", "adapters"], 16),
+    ("zero latency overhead -> LoRA (merged)", dict(task="code-generation", latency_critical=True), ["lora"], 8),
+    ("multi-task -> Adapters or multiple LoRAs", dict(task="generation", combine_tasks=True),
+     ["adapters", "lora"], 8),
+]
+
+
+@pytest.mark.parametrize("factor, inputs, first, r", SUMMARY, ids=[row[0] for row in SUMMARY])
+def test_summary_row(factor, inputs, first, r):
+    rec = run(**inputs)
+    assert methods(rec)[:len(first)] == first
+    if r is not None:
+        assert next(c for c in rec.candidates if c.method == "lora").config["r"] == r
+
+
+# seed 003, Common Pitfalls: (mistake, check that choose() avoids it)
+PITFALLS = [
+    ("starting with full FT", lambda: all(run(task=t).best.method != "full" for t, *_ in TASKS)),
+    ("rank too high: start low", lambda: run(task="domain-adaptation").best.config["r"] == 16),
+    ("wrong target modules: start with Q+V", lambda: run(task="generation").best.config["target_modules"] == QV),
+    ("ignoring inference: adapters add latency",
+     lambda: methods(run(task="code-generation", latency_critical=True))[-1] == "adapters"),
+    ("one-size-fits-all: tune per task", lambda: "advice.per-task" in run(task="generation").fired),
+]
+
+
+@pytest.mark.parametrize("mistake, avoided", PITFALLS, ids=[row[0] for row in PITFALLS])
+def test_pitfall_avoided(mistake, avoided):
+    assert avoided()
+
+
+# seed 003, Inference Overhead ("Can Merge?") and seed 000, Inference Impact (IA³ folds)
+MERGEABLE = [("lora", True), ("qlora", True), ("ia3", True), ("adapters", False), ("prefix", False),
+             ("prompt", False)]
+
+
+@pytest.mark.parametrize("method, mergeable", MERGEABLE, ids=[m for m, _ in MERGEABLE])
+def test_inference_overhead_row(method, mergeable):
+    info = load_rules()["methods"][method]
+    assert info["mergeable"] is mergeable
+    assert info["latency_overhead"] is (method in ("adapters", "prefix"))
+
+
 ADVICE = [
     (dict(task="generation", latency_critical=True), "advice.merge"),
     (dict(task="generation", latency_critical=True, num_tasks=4), "advice.multi-tenant"),

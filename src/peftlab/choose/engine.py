@@ -160,6 +160,7 @@ class Candidate:
     method: str
     label: str
     config: dict
+    config_source: str
     nf4: bool
     merge: bool
     gradient_checkpointing: bool
@@ -271,6 +272,7 @@ def choose(inputs: ChooseInputs, table: dict = _TABLE) -> Recommendation:
         info = table["methods"][method]
         candidate = dict(method=method, label=info["label"],
                          config=concretize(recipe, shape, table),
+                         config_source=info["config_source"],
                          nf4=bool(recipe.get("nf4", False)),
                          merge=bool(recipe.get("merge", False)) and info["mergeable"],
                          gradient_checkpointing=checkpointing,

@@ -114,6 +114,10 @@ def validate(table: dict) -> dict:
                 raise ConfigError(f"rules.json: memory fallback {fallback['id']!r}: unknown method "
                                   f"{fallback[key]!r}")
     _check_when("ranges", table["ranges"]["high_when"])
+    for name, info in methods.items():
+        for key in ("label", "config", "config_source", "inference", "mergeable", "latency_overhead", "source"):
+            if key not in info:
+                raise ConfigError(f"rules.json: method {name!r} has no {key!r}")
     missing = sorted(set(methods) - set(table["next_steps"]))
     if missing:
         raise ConfigError(f"rules.json: no next_steps for {', '.join(missing)}")

@@ -80,6 +80,7 @@ def _print_recommendation(rec, console: Console) -> None:
     console.print(table)
     for c in rec.candidates:
         console.print(f"[bold]#{c.rank} {c.label}[/bold]  (inference: {c.inference})", highlight=False)
+        console.print(f"  = configuration: {c.config_source}", highlight=False, markup=False)
         for reason in c.reasons:
             console.print(f"  + {reason}", highlight=False, markup=False)
         for caution in c.cautions:
