@@ -115,8 +115,8 @@ def _peak_rss_mb() -> float:
 
 @contextlib.contextmanager
 def _runtime(peft_model: PeftModel, config: TrainConfig) -> Iterator[None]:
-    """Thread count and gradient checkpointing for the run, restored afterwards."""
-    threads = torch.get_num_threads()
+    """Thread count, gradient checkpointing and train mode for the run, restored afterwards."""
+    threads, was_training = torch.get_num_threads(), peft_model.training
     base = peft_model.model
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
@@ -124,20 +124,26 @@ def _runtime(peft_model: PeftModel, config: TrainConfig) -> Iterator[None]:
         if not getattr(base, "supports_gradient_checkpointing", False):
             raise ConfigError(f"{type(base).__name__} does not support gradient checkpointing")
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        # A checkpointed block whose inputs need no grad would skip its backward: with frozen
-        # embeddings (every PEFT method), make the embedding output require grad.
+        # Reentrant checkpointing (which models with their own checkpoint code may still use)
+        # skips the backward of a block whose inputs need no grad; with frozen embeddings (every
+        # PEFT method) nothing upstream needs grad, so make the embedding output require it.
         base.enable_input_require_grads()
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+        peft_model.train(was_training)
         if config.gradient_checkpointing:
             base.gradient_checkpointing_disable()
             base.disable_input_require_grads()
 
 
 class _Progress:
-    """A rich progress bar with loss, rates and ETA; a no-op when disabled."""
+    """A rich progress bar with loss, rates and ETA; a no-op when disabled.
+
+    When the output is not a terminal (a log file, CI), each loss update is printed as a line
+    instead, since a live bar cannot be redrawn there.
+    """
 
     def __init__(self, total: int, enabled: bool) -> None:
         self.bar = Progress(
@@ -145,6 +151,8 @@ class _Progress:
             TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled,
         )
+        self.lines = enabled and not self.bar.console.is_terminal
+        self.total = total
         self.task = self.bar.add_task("train", total=total, loss="-", rate="")
 
     def __enter__(self) -> "_Progress":
@@ -159,6 +167,11 @@ class _Progress:
 
     def show(self, **fields: Any) -> None:
         self.bar.update(self.task, **fields)
+        if self.lines and "loss" in fields:
+            task = self.bar.tasks[0]
+            remaining = task.time_remaining
+            self.bar.console.print(f"step {int(task.completed)}/{self.total} loss {fields['loss']} "
+                                   f"{fields.get('rate', '')} ETA {remaining or 0:.0f} s", highlight=False)
 
 
 def train(
@@ -175,7 +188,8 @@ def train(
 
     `dev_examples` replaces `task.dev` for periodic and final evaluation (e.g. a validation split
     from `task.split_validation`). With `out_dir`, the adapter and `metrics.json` are written
-    there at the end (see `peftlab.train.report`). The model is left on the run's device.
+    there at the end (see `peftlab.train.report`). The model is left on the run's device, in the
+    train/eval mode it had before.
     """
     if not task.train:
         raise ConfigError(f"task {task.name!r} has no training examples")
@@ -195,7 +209,8 @@ def train(
 
     started = time.perf_counter()
     with _runtime(peft_model, config), _Progress(total, progress) as bar:
-        _run(peft_model, task, tokenizer, config, state, total, batches_per_epoch, dev, result, bar)
+        _run(peft_model, list(params.values()), device, task, tokenizer, config, state, total,
+             batches_per_epoch, dev, result, bar)
         evaluated = time.perf_counter()
         if result.evaluations and result.evaluations[-1]["step"] == state.step and not config.generate:
             result.final_metrics = result.evaluations[-1]["dev"]
@@ -235,11 +250,10 @@ def _step_indices(state: TrainState, config: TrainConfig, num_examples: int, bat
     return [order[j * size:(j + 1) * size] for j in range(start, stop)]
 
 
-def _run(peft_model: PeftModel, task: Task, tokenizer, config: TrainConfig, state: TrainState, total: int,
-         batches_per_epoch: int, dev, result: TrainResult, bar: _Progress) -> None:
-    device = resolve_device(config.device)
+def _run(peft_model: PeftModel, param_list: list[torch.nn.Parameter], device: torch.device, task: Task, tokenizer,
+         config: TrainConfig, state: TrainState, total: int, batches_per_epoch: int, dev, result: TrainResult,
+         bar: _Progress) -> None:
     collate = make_collator(task, tokenizer, config.max_length, config.chat)
-    param_list = list(peft_model.trainable_parameters().values())
     optimizer, scheduler = state.optimizer, state.scheduler
     orders: dict[int, list[int]] = {}
     step_times: list[float] = []
