@@ -40,7 +40,7 @@ def test_round_trip_error_per_block_size(gaussian, block_size):
 _MAX_HALF_GAP = max(b - a for a, b in zip(NF4_CODE, NF4_CODE[1:])) / 2
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(numel=st.integers(1, 700), block_size=st.sampled_from([32, 64, 128]), scale=st.floats(1e-3, 1e3),
        seed=st.integers(0, 2**16))
 def test_error_within_half_code_gap_per_block(numel, block_size, scale, seed):
@@ -52,7 +52,7 @@ def test_error_within_half_code_gap_per_block(numel, block_size, scale, seed):
     assert torch.all(error <= bound)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(rows=st.integers(1, 40), cols=st.integers(1, 300), seed=st.integers(0, 2**16))
 def test_double_quant_scales_close_to_plain(rows, cols, seed):
     """The 8-bit nested absmax is within 1 % of the float32 absmax for realistic weights."""
