@@ -22,6 +22,7 @@ Everything works on whatever device the weight lives on; there are no host syncs
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -188,13 +189,19 @@ def absmax_float32(state: NF4State) -> torch.Tensor:
     if not state.double_quant:
         return state.absmax.float()
     n_blocks = state.absmax.numel()
-    values = dynamic_map().to(state.device)[state.absmax.long()]  # (n_blocks,)
+    values = _dynamic_map_on(state.device)[state.absmax.long()]  # (n_blocks,)
     padded = torch.nn.functional.pad(values, (0, state.nested_absmax.numel() * NESTED_BLOCK_SIZE - n_blocks))
     scaled = (padded.view(-1, NESTED_BLOCK_SIZE) * state.nested_absmax.unsqueeze(1)).view(-1)[:n_blocks]
     return scaled + state.nested_offset
 
 
-def byte_pair_table(device: torch.device | str = "cpu") -> torch.Tensor:
+@functools.lru_cache(maxsize=None)
+def _dynamic_map_on(device: torch.device) -> torch.Tensor:
+    return dynamic_map().to(device)
+
+
+@functools.lru_cache(maxsize=None)  # read-only, one per device: built once, not per forward
+def byte_pair_table(device: torch.device = torch.device("cpu")) -> torch.Tensor:
     """(256,) int64 whose bits are the two float32 NF4 values of each byte (high nibble first).
 
     Dequantizing is then one 8-byte gather per byte: it halves the index work, needs no nibble
