@@ -245,6 +245,8 @@ def choose(inputs: ChooseInputs, table: dict = _TABLE) -> Recommendation:
     ranking = rank(inputs, table)
     facts = inputs.facts()
     shape = model_shape(inputs.model) if inputs.model is not None else None
+    fallback_notes = {f["id"]: f["note"] for f in table["memory_fallbacks"] if "note" in f}
+    resolutions = dict(ranking.resolutions)
     kept, pushed = [], []
     for method in ranking.methods:
         recipe = pick_ranges(ranking.recipes[method], facts, table)
@@ -257,6 +259,7 @@ def choose(inputs: ChooseInputs, table: dict = _TABLE) -> Recommendation:
             method, recipe, checkpointing, est, steps, fits = _fit(method, recipe, shape, inputs,
                                                                   table)
             reasons += steps
+            resolutions.update({s.rule: fallback_notes[s.rule] for s in steps if s.rule in fallback_notes})
             numbers = dict(trainable_params=est.trainable_params, total_params=est.total_params,
                            training_memory_bytes=est.memory.total,
                            adapter_bytes=est.file_bytes["float32"])
@@ -274,7 +277,9 @@ def choose(inputs: ChooseInputs, table: dict = _TABLE) -> Recommendation:
                          config=concretize(recipe, shape, table),
                          config_source=info["config_source"],
                          nf4=bool(recipe.get("nf4", False)),
-                         merge=bool(recipe.get("merge", False)) and info["mergeable"],
+                         # several tasks on one base keep their adapters apart (advice.multi-tenant)
+                         merge=bool(recipe.get("merge", False)) and info["mergeable"]
+                         and inputs.num_tasks == 1,
                          gradient_checkpointing=checkpointing,
                          inference=f"{info['inference']} ({info['source']})",
                          reasons=tuple(reasons), cautions=tuple(cautions), fits=fits,
@@ -286,4 +291,4 @@ def choose(inputs: ChooseInputs, table: dict = _TABLE) -> Recommendation:
         (pushed if demote else kept).append(candidate)
     candidates = tuple(Candidate(rank=i, **c) for i, c in enumerate(kept + pushed, start=1))
     return Recommendation(inputs, shape.name if shape else None, candidates, ranking.advice,
-                          ranking.fired, ranking.resolutions)
+                          ranking.fired, resolutions)
