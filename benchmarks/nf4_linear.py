@@ -5,9 +5,11 @@ compute dtype float32). Cases: 256 tokens and 1 token; forward under ``no_grad``
 bitsandbytes takes its fused CPU gemv kernel for one token) and forward+backward w.r.t. the
 input (training: the frozen base under a LoRA adapter). Each repeat runs every implementation
 once, in turn, so that load from other processes hits all of them alike; we report the median
-and the min..max over repeats, and ratios of medians.
+and the min..max over repeats, and ratios of medians. ``--clock cpu`` times process CPU time
+instead of wall time: with one thread it measures the work itself, unaffected by other jobs.
 
     python benchmarks/nf4_linear.py --threads 2 --repeats 15
+    python benchmarks/nf4_linear.py --threads 1 --clock cpu
 """
 
 from __future__ import annotations
@@ -45,16 +47,16 @@ def step(layer: torch.nn.Module, x: torch.Tensor, backward: bool) -> None:
             layer(x)
 
 
-def run_case(layers: dict, tokens: int, backward: bool, repeats: int, size: int) -> dict[str, list[float]]:
+def run_case(layers: dict, tokens: int, backward: bool, repeats: int, size: int, clock) -> dict[str, list[float]]:
     x = torch.randn(tokens, size, requires_grad=backward)
     times: dict[str, list[float]] = {name: [] for name in layers}
     for layer in layers.values():  # warm-up: allocator, kernel selection
         step(layer, x, backward)
     for _ in range(repeats):
         for name, layer in layers.items():
-            start = time.perf_counter()
+            start = clock()
             step(layer, x, backward)
-            times[name].append((time.perf_counter() - start) * 1e3)
+            times[name].append((clock() - start) * 1e3)
     return times
 
 
@@ -64,16 +66,18 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     layers = build(args.size, args.block_size)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     print(f"# {args.size}x{args.size}, block {args.block_size}, {args.threads} threads, {args.repeats} repeats, "
-          f"torch {torch.__version__}")
+          f"{args.clock} clock, torch {torch.__version__}")
     print("| case | impl | median ms | min..max ms | vs bitsandbytes | vs float32 |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for backward in (False, True):
         for tokens in (256, 1):
-            times = run_case(layers, tokens, backward, args.repeats, args.size)
+            times = run_case(layers, tokens, backward, args.repeats, args.size, clock)
             median = {name: statistics.median(t) for name, t in times.items()}
             case = f"{tokens} tok {'fwd+bwd' if backward else 'fwd'}"
             for name, t in times.items():
