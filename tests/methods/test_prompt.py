@@ -75,6 +75,20 @@ def test_causal_lm_logits_align_with_input_ids_and_loss_skips_prompt(arch):
     torch.testing.assert_close(ours.loss, expected.loss, rtol=0, atol=1e-6)
 
 
+def test_two_active_prompts_stack_in_front_of_the_tokens():
+    model = _prompted("llama", "causal-lm")
+    model.add_adapter("second", PromptTuningConfig(num_virtual_tokens=2, init="vocab"), activate=False)
+    model.set_active(["default", "second"])
+    input_ids = tiny_batch(batch=2, seq=5, pad_last=False)["input_ids"]
+    embed = model.model.get_input_embeddings()
+    first, second = model.hooks["default"].prompt_embeddings, model.hooks["second"].prompt_embeddings
+    with torch.no_grad():
+        ours = model(input_ids=input_ids).logits
+        embeds = torch.cat([second.expand(2, -1, -1), first.expand(2, -1, -1), embed(input_ids)], dim=1)
+        expected = model.model(inputs_embeds=embeds).logits[:, N + 2:]
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+
+
 def test_zero_learning_rate_changes_nothing_between_steps():
     model = _prompted("gpt2", "causal-lm")
     model.train()

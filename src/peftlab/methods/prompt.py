@@ -128,12 +128,17 @@ class SoftPrompt(ModelHook):
             self._armed.remove()
             self._armed = None
 
-    def _arm(self, model: nn.Module) -> None:
-        """Make the next call of the input embedding put the prompt into the placeholder rows."""
-        at, n = self.at, self.num_virtual_tokens
+    def _arm(self, model: nn.Module, length: int) -> None:
+        """Make the next call of the input embedding put the prompt into the placeholder rows.
+
+        `length` is the sequence length right after this hook's insertion: prompts of adapters
+        active after this one are inserted at the same index later and push ours to the right.
+        """
+        n = self.num_virtual_tokens
 
         def put_prompt(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
             self._disarm()  # one shot: generate()'s decoding steps embed real tokens only
+            at = self.at + output.shape[1] - length
             prompt = self.prompt_embeddings.to(output.dtype).expand(output.shape[0], -1, -1)  # (B, n, d)
             return torch.cat([output[:, :at], prompt, output[:, at + n:]], dim=1)
 
@@ -151,7 +156,7 @@ class SoftPrompt(ModelHook):
             prompt = self.prompt_embeddings.to(embeds.dtype).expand(embeds.shape[0], -1, -1)  # (B, n, d)
             kwargs["inputs_embeds"] = torch.cat([embeds[:, :at], prompt, embeds[:, at:]], dim=1)
         else:
-            self._arm(model)
+            self._arm(model, kwargs["input_ids"].shape[1])
         return kwargs
 
     # --- ModelHook ---------------------------------------------------------------------------------
