@@ -108,3 +108,15 @@ def test_settings_errors():
         Settings(memory_model="rough")
     with pytest.raises(ConfigError, match="batch_size=0 is invalid"):
         Settings(batch_size=0)
+
+
+def test_scaling_table_one_rule():
+    from peftlab.estimate.scaling import scaling_table
+
+    rows = scaling_table()
+    assert [row["size"] for row in rows] == ["1B", "7B", "13B", "70B"]
+    for row in rows:
+        full, lora, qlora = (row[m].memory.total for m in ("full", "lora", "qlora"))
+        assert full > lora > qlora
+        assert row["savings_qlora"] == full / qlora
+    assert rows[1]["full"].total_params == 6_738_415_616

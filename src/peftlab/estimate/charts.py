@@ -28,7 +28,7 @@ LABEL_KEYS = {"r": "r", "num_virtual_tokens": "n", "bottleneck_size": "m"}
 def _label(est: Estimate) -> str:
     """The method name and its size knob: "lora r=16", "prompt n=100", "adapters m=64"."""
     knobs = [f"{short}={est.method[key]}" for key, short in LABEL_KEYS.items()
-             if key in est.method]
+             if est.method.get(key) is not None]
     return " ".join([est.method["method"], *knobs])
 
 

@@ -125,6 +125,8 @@ def _positive(**values: int) -> None:
 
 @dataclass(frozen=True)
 class Full(Method):
+    """Full fine-tuning: every parameter trains, so every linear input is kept for backward."""
+
     name: ClassVar[str] = "full"
 
     def breakdown(self, shape, num_labels):
