@@ -123,3 +123,45 @@ def test_missing_folder_and_file(tmp_path):
     (tmp_path / "results.json").write_text("{not json")
     with pytest.raises(ReportError, match="is not valid JSON"):
         read_results(tmp_path)
+
+
+def compare_record(method, metric, value, gpu_mb, median_ms, file_bytes, error=None):
+    """A record in `peftlab compare`'s own layout (peftlab.compare/1)."""
+    return {"method": method, "run_info": {}, "config": {"learning_rate": 1e-3}, "estimates": {},
+            "measurements": {"params": {"trainable": 10}, "adapter_file_bytes": file_bytes,
+                             "memory": {"peak_rss_mb": 900.0, "peak_gpu_mb": gpu_mb},
+                             "step_time": {"median_ms": median_ms},
+                             "quality": {"metric": metric, "value": value}},
+            "error": error}
+
+
+def test_reads_the_compare_schema(tmp_path):
+    data = {"schema": "peftlab.compare/1", "methods": [
+        compare_record("lora", "accuracy", 0.90, 1024.0, 200.0, 10**6),
+        compare_record("prompt", "accuracy", 0.85, None, 150.0, 10**4),
+        compare_record("prefix", "accuracy", None, None, None, 0,
+                       error={"phase": "train", "type": "OutOfMemoryError", "message": "CUDA"})]}
+    records = read_results(write(tmp_path, data))
+    lora, prompt, prefix = records
+    assert lora.measurements.peak_memory_bytes == 2**30 and lora.measurements.step_time_s == 0.2
+    assert prompt.measurements.peak_memory_bytes == 900 * 2**20  # no GPU: the process's RSS
+    assert prefix.error == "OutOfMemoryError: CUDA (train)"
+    result = recommend_from_report(tmp_path, ChooseInputs(task="classification"))
+    assert any(line.startswith("measured: prompt tuning 5.0 points below LoRA") for line in result.overrides)
+
+
+def test_perplexity_is_lower_is_better(tmp_path):
+    data = {"schema": "peftlab.compare/1", "methods": [
+        compare_record("lora", "perplexity", 12.0, 1024.0, 200.0, 10**6),
+        compare_record("prefix", "perplexity", 15.5, 1024.0, 200.0, 10**6)]}
+    result = recommend_from_report(write(tmp_path, data), ChooseInputs(task="generation"))
+    assert [c.method for c in result.choices] == ["lora", "prefix"]
+    assert result.choices[1].dominated_by == ("LoRA",)
+    assert any(line.startswith("measured: prefix tuning perplexity 15.50 vs 12.00 for LoRA on your data")
+               for line in result.overrides)
+
+
+def test_compare_schema_errors_name_the_nested_field(tmp_path):
+    data = {"methods": [compare_record("lora", "accuracy", None, 1.0, 1.0, 1)]}
+    with pytest.raises(ReportError, match=r"record 0 \(lora\): measurements.quality.value must be a number"):
+        read_results(write(tmp_path, data))

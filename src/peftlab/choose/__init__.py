@@ -7,8 +7,8 @@ function over it, plus recommendations from measured `peftlab compare` results.
 
 from peftlab.choose.engine import (GOALS, SCHEMA, TASKS, Candidate, ChooseInputs, Recommendation,
                                    choose, rank)
-from peftlab.choose.report import (ReportError, ReportRecommendation, pareto_front, read_results,
-                                   recommend_from_report)
+from peftlab.choose.report import ReportRecommendation, pareto_front, recommend_from_report
+from peftlab.choose.results import ReportError, read_results
 from peftlab.choose.rules import Reason, load_rules
 
 __all__ = ["GOALS", "SCHEMA", "TASKS", "Candidate", "ChooseInputs", "Reason", "Recommendation",

@@ -1,133 +1,34 @@
 """`peftlab choose --from-report DIR`: recommend from measurements instead of rules of thumb.
 
-Reads the `results.json` of a `peftlab compare` folder: a list of records (or an object whose
-"results" is that list), one per method run,
-
-    {"method": "lora", "config": {...}, "error": null | "message",
-     "measurements": {"quality": 0.91, "peak_memory_bytes": ..., "step_time_s": 0.21,
-                      "adapter_bytes": ..., "trainable_params": ...}}
-
-(other keys are ignored). Under the user's constraints (memory, storage per task, latency) the
-records that fit form a Pareto front over quality (higher is better), peak memory, step time
-and adapter size (lower is better); the front is ranked by quality. Where the measurement
-contradicts the rule table (`engine.rank`), the recommendation says so.
+The records of a `peftlab compare` folder (`results.py` reads and validates them) that meet the
+user's constraints (memory, storage per task, latency) form a Pareto front over quality (higher
+is better; perplexity lower), peak memory, step time and adapter size (lower is better); the
+front comes first, ranked by quality. Where a measurement contradicts the rule table
+(`engine.rank`) by more than the table's noise threshold, the recommendation says so.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from peftlab.choose.engine import GB, SCHEMA, ChooseInputs, rank
+from peftlab.choose.results import (FRACTION_METRICS, LOWER_IS_BETTER, Measurements, ResultRecord,
+                                    read_results)
 from peftlab.choose.rules import load_rules
-from peftlab.errors import PeftlabError
 
-RESULTS_NAME = "results.json"
 _TABLE = load_rules()
-# (field, lower is better); quality is maximised, the others minimised.
-OBJECTIVES = (("quality", False), ("peak_memory_bytes", True), ("step_time_s", True),
-              ("adapter_bytes", True))
 
 
-class ReportError(PeftlabError):
-    """A compare results folder is missing or its results.json is malformed."""
-
-
-@dataclass(frozen=True)
-class Measurements:
-    quality: float
-    peak_memory_bytes: int
-    step_time_s: float
-    adapter_bytes: int
-    trainable_params: int | None = None
-
-
-@dataclass(frozen=True)
-class ResultRecord:
-    """One method run of `peftlab compare`; `measurements` is None when it failed."""
-
-    method: str
-    config: dict
-    measurements: Measurements | None
-    error: str | None = None
-
-    @property
-    def label(self) -> str:
-        info = _TABLE["methods"].get(self.method)
-        return info["label"] if info else self.method
-
-
-def _number(where: str, key: str, value, *, integer: bool, positive: bool = False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and integer:
-        ok = float(value).is_integer()
-    if not ok or value < 0 or (positive and value <= 0):
-        kind = "a non-negative integer" if integer else "a positive number" if positive else "a number"
-        raise ReportError(f"{RESULTS_NAME}: {where}: measurements.{key} must be {kind}, got {value!r}")
-    return int(value) if integer else float(value)
-
-
-def _record(index: int, raw) -> ResultRecord:
-    where = f"record {index}"
-    if not isinstance(raw, dict):
-        raise ReportError(f"{RESULTS_NAME}: {where} must be an object, got {type(raw).__name__}")
-    method = raw.get("method")
-    if not isinstance(method, str) or not method:
-        raise ReportError(f"{RESULTS_NAME}: {where}: 'method' must be a method name, got {method!r}")
-    where = f"record {index} ({method})"
-    config = raw.get("config", {})
-    if not isinstance(config, dict):
-        raise ReportError(f"{RESULTS_NAME}: {where}: 'config' must be an object")
-    error = raw.get("error")
-    if error is not None:
-        return ResultRecord(method, config, None, str(error))
-    found = raw.get("measurements")
-    if not isinstance(found, dict):
-        raise ReportError(f"{RESULTS_NAME}: {where}: 'measurements' must be an object (or give 'error')")
-    for key, _ in OBJECTIVES:
-        if key not in found:
-            raise ReportError(f"{RESULTS_NAME}: {where}: measurements.{key} is missing")
-    trainable = found.get("trainable_params")
-    return ResultRecord(method, config, Measurements(
-        quality=_number(where, "quality", found["quality"], integer=False),
-        peak_memory_bytes=_number(where, "peak_memory_bytes", found["peak_memory_bytes"], integer=True),
-        step_time_s=_number(where, "step_time_s", found["step_time_s"], integer=False, positive=True),
-        adapter_bytes=_number(where, "adapter_bytes", found["adapter_bytes"], integer=True),
-        trainable_params=None if trainable is None else
-        _number(where, "trainable_params", trainable, integer=True)))
-
-
-def read_results(folder: str | Path) -> tuple[ResultRecord, ...]:
-    """The validated records of `folder/results.json`; errors name the folder, record and field."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ReportError(f"report folder {folder} not found; pass the --out folder of a "
-                          f"`peftlab compare` run")
-    path = folder / RESULTS_NAME
-    if not path.is_file():
-        raise ReportError(f"{path} not found; run `peftlab compare --out {folder}` first")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ReportError(f"{path} is not valid JSON ({err}); rerun `peftlab compare`") from err
-    if isinstance(data, dict) and isinstance(data.get("results"), list):
-        data = data["results"]
-    if not isinstance(data, list) or not data:
-        raise ReportError(f"{path}: expected a non-empty list of method records")
-    return tuple(_record(i, raw) for i, raw in enumerate(data))
+def _costs(m: Measurements) -> tuple[float, ...]:
+    """The four objectives, each oriented so that lower is better."""
+    return (-m.score, m.peak_memory_bytes, m.step_time_s, m.adapter_bytes)
 
 
 def dominates(a: Measurements, b: Measurements) -> bool:
     """a is at least as good as b on every objective and better on one."""
-    better = False
-    for key, lower in OBJECTIVES:
-        x, y = (getattr(a, key), getattr(b, key)) if lower else (getattr(b, key), getattr(a, key))
-        if x > y:
-            return False
-        better = better or x < y
-    return better
+    pairs = list(zip(_costs(a), _costs(b)))
+    return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
 
 
 def pareto_front(records: tuple[ResultRecord, ...]) -> tuple[int, ...]:
@@ -178,12 +79,21 @@ def _constraint(record: ResultRecord, inputs: ChooseInputs) -> str | None:
     return None
 
 
+def _shortfall(best: Measurements, other: Measurements, values: list[Measurements]) -> tuple[float, str]:
+    """How far `other`'s quality is behind `best`'s: (gap, words). Fractions (accuracy) count in
+    points ×100; lower-is-better metrics (perplexity) compare the values themselves."""
+    if best.metric in LOWER_IS_BETTER:
+        return other.quality - best.quality, f"{best.metric} {other.quality:.2f} vs {best.quality:.2f} for"
+    fraction = best.metric in FRACTION_METRICS or (best.metric is None and max(m.quality for m in values) <= 1)
+    gap = (best.quality - other.quality) * (100 if fraction else 1)
+    return gap, f"{gap:.1f} points below"
+
+
 def _overrides(records, choices, excluded, inputs, table) -> tuple[str, ...]:
     """Where the measurement contradicts the rule of thumb, one sentence each."""
     ranking = rank(inputs, table)
     threshold = table["report"]["quality_points_threshold"]
-    qualities = [r.measurements.quality for r in records if r.measurements]
-    scale = 100.0 if qualities and max(qualities) <= 1.0 else 1.0  # fractions -> points
+    values = [r.measurements for r in records if r.measurements]
     by_method = {}
     for record in records:
         by_method.setdefault(record.method, record)
@@ -200,10 +110,9 @@ def _overrides(records, choices, excluded, inputs, table) -> tuple[str, ...]:
         elif method in excluded:
             out.append(f"measured: {record.label} breaks your constraints ({excluded[method]}); {said[method]}")
         elif best is not None and best.method != method:
-            gap = (best.measurements.quality - record.measurements.quality) * scale
+            gap, words = _shortfall(best.measurements, record.measurements, values)
             if gap >= threshold:
-                out.append(f"measured: {record.label} {gap:.1f} points below {best.label} on your data; "
-                           f"{said[method]}")
+                out.append(f"measured: {record.label} {words} {best.label} on your data; {said[method]}")
     if best is not None and ranking.methods and best.method != ranking.methods[0]:
         where = (f"ranked it #{ranking.methods.index(best.method) + 1}"
                  if best.method in ranking.methods else "did not recommend it")
@@ -228,8 +137,7 @@ def recommend_from_report(folder: str | Path, inputs: ChooseInputs,
             listed.append((record.label, why))
     front = set(pareto_front(tuple(feasible)))
     order = sorted(range(len(feasible)), key=lambda i: (
-        i not in front, -feasible[i].measurements.quality, feasible[i].measurements.peak_memory_bytes,
-        feasible[i].measurements.step_time_s, feasible[i].measurements.adapter_bytes, i))
+        i not in front, _costs(feasible[i].measurements), i))
     choices = tuple(
         Choice(rank, feasible[i].method, feasible[i].label, feasible[i].config,
                feasible[i].measurements, i in front,
