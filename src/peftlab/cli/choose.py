@@ -53,7 +53,10 @@ def describe_config(candidate) -> str:
     for key, value in candidate.config.items():
         if key in ("block_size", "double_quant") or (key == "bias" and value == "none"):
             continue
-        shown = ",".join(value) if isinstance(value, (list, tuple)) else f"{value:g}" if isinstance(value, float) else value
+        if isinstance(value, (list, tuple)):
+            shown = ",".join(value)
+        else:
+            shown = f"{value:g}" if isinstance(value, float) else value
         parts.append(f"{names.get(key, key)}={shown}")
     if not candidate.config:
         parts.append("method defaults")
@@ -108,7 +111,8 @@ def _print_report(result, console: Console) -> None:
     for c in result.choices:
         m = c.measurements
         front = "front" if c.on_front else "dominated by " + ", ".join(c.dominated_by)
-        table.add_row(str(c.rank), c.label, f"{m.quality:g}", _size(m.peak_memory_bytes, 1e9, "GB"),
+        quality = f"{m.quality:g}" + (f" {m.metric}" if m.metric else "")
+        table.add_row(str(c.rank), c.label, quality, _size(m.peak_memory_bytes, 1e9, "GB"),
                       f"{m.step_time_s:.3f} s", _size(m.adapter_bytes, 1e6, "MB"), front)
     console.print(table)
     for label, why in result.excluded:
