@@ -134,8 +134,8 @@ def main() -> None:
         return
     info, mb = record["train_info"], 1e6
     est = info["estimated"]
-    print(f"{args.method} ({args.attention}, {record['run_info']['malloc']}): measured peak RSS delta "
-          f"{info['measured_peak_rss_delta'] / mb:.1f} MB; estimated {est['total'] / mb:.1f} MB "
+    print(f"{args.method} ({args.attention}, {record['run_info']['malloc']}): "
+          f"measured peak RSS delta {info['measured_peak_rss_delta'] / mb:.1f} MB; estimated {est['total'] / mb:.1f} MB "
           f"(weights {est['weights'] / mb:.1f}, gradients {est['gradients'] / mb:.1f}, "
           f"optimizer {est['optimizer'] / mb:.1f}, activations {est['activations'] / mb:.1f}); "
           f"estimate/measured = {info['estimate/measured']:.3f}")

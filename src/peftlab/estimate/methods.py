@@ -198,7 +198,8 @@ class QLora(Lora):
 
     def __post_init__(self):
         super().__post_init__()
-        _positive(block_size=self.block_size, double_quant_block_size=self.double_quant_block_size)
+        _positive(block_size=self.block_size,
+                  double_quant_block_size=self.double_quant_block_size)
 
     def notes(self, shape):
         bits = nf4_bits_per_param(self.block_size, self.double_quant,
@@ -255,7 +256,8 @@ class Adapters(Method):
         if self.bottleneck_size is not None:
             _positive(bottleneck_size=self.bottleneck_size)
         if self.reduction_factor is not None and self.reduction_factor <= 0:
-            raise ConfigError(f"reduction_factor={self.reduction_factor} is invalid; it must be > 0")
+            raise ConfigError(f"reduction_factor={self.reduction_factor} is invalid; "
+                              "it must be > 0")
         if self.placement not in ("houlsby", "pfeiffer"):
             raise ConfigError(f"placement={self.placement!r} is invalid; use houlsby or pfeiffer")
 

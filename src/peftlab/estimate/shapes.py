@@ -6,8 +6,9 @@ instantiates (tests check the totals against meta-device models):
 
     bert / roberta  word V×d + position P×d + token-type Tt×d + LayerNorm 2d
                     per layer: query, key, value, attention.output.dense  Linear(d, d)+bias
-                               intermediate.dense Linear(d, ff)+bias, output.dense Linear(ff, d)+bias
-                               2 LayerNorm (2d each);   pooler.dense Linear(d, d)+bias
+                               intermediate.dense Linear(d, ff)+bias,
+                               output.dense Linear(ff, d)+bias, 2 LayerNorm (2d each)
+                    pooler.dense Linear(d, d)+bias
     distilbert      word V×d + position P×d + LayerNorm 2d
                     per layer: q_lin, k_lin, v_lin, out_lin Linear(d, d)+bias,
                                ffn.lin1 Linear(d, ff)+bias, ffn.lin2 Linear(ff, d)+bias, 2 LayerNorm
@@ -15,8 +16,9 @@ instantiates (tests check the totals against meta-device models):
                     mlp.c_fc Conv1D(d, ff), mlp.c_proj Conv1D(ff, d) (all with bias), 2 LayerNorm;
                     ln_f 2d; lm_head tied to wte
     llama-style     embed V×d; per layer: q_proj (d, H·hd), k_proj / v_proj (d, KV·hd),
-    (llama, mistral, o_proj (H·hd, d), gate_proj / up_proj (d, ff), down_proj (ff, d), 2 RMSNorm (d);
-     qwen2)         final norm d; lm_head V×d unless tied. Qwen2 has q/k/v biases.
+    (llama,         o_proj (H·hd, d), gate_proj / up_proj (d, ff), down_proj (ff, d),
+     mistral,       2 RMSNorm (d); final norm d; lm_head V×d unless tied.
+     qwen2)         Qwen2 has q/k/v biases.
 """
 
 from __future__ import annotations
