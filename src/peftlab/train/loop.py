@@ -70,6 +70,8 @@ class TrainResult:
 
     Times are in seconds; `step_time` has the median and the 10th / 90th percentiles of the
     optimizer-step wall time (collation, forward, backward, update; evaluation excluded).
+    `cpu_time_s` is the process's user + system CPU time over the run: on a shared machine it
+    shows how much of the wall time the run actually computed.
     """
 
     steps: int
@@ -81,6 +83,7 @@ class TrainResult:
     wall_time_s: float = 0.0
     train_time_s: float = 0.0
     eval_time_s: float = 0.0
+    cpu_time_s: float = 0.0
     step_time: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
     peak_gpu_memory_mb: float | None = None
@@ -107,6 +110,11 @@ def _step_time_stats(times: list[float]) -> dict[str, float]:
 
     return {"median": statistics.median(ordered), "p10": quantile(0.1), "p90": quantile(0.9),
             "mean": sum(ordered) / len(ordered), "count": len(ordered)}
+
+
+def _cpu_time_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _peak_rss_mb() -> float:
@@ -207,7 +215,7 @@ def train(
     state = TrainState(0, 0, 0, optimizer, make_scheduler(optimizer, warmup_steps(config, total), total))
     result = TrainResult(steps=0, epochs=0.0, examples_seen=0)
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_time_s()
     with _runtime(peft_model, config), _Progress(total, progress) as bar:
         _run(peft_model, list(params.values()), device, task, tokenizer, config, state, total,
              batches_per_epoch, dev, result, bar)
@@ -220,6 +228,7 @@ def train(
         result.eval_time_s += time.perf_counter() - evaluated
         bar.show(description="done")
     result.wall_time_s = time.perf_counter() - started
+    result.cpu_time_s = _cpu_time_s() - cpu_started
     result.peak_rss_mb = _peak_rss_mb()
     if device.type == "cuda":
         result.peak_gpu_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20

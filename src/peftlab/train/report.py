@@ -63,8 +63,8 @@ def run_info(command_line: list[str] | None = None) -> dict[str, Any]:
 def run_record(peft_model: PeftModel, task: Task, config: TrainConfig, result: TrainResult,
                extra: dict[str, Any] | None = None, command_line: list[str] | None = None) -> dict[str, Any]:
     trainable, total = peft_model.count_parameters()
-    timing = {key: getattr(result, key) for key in
-              ("wall_time_s", "train_time_s", "eval_time_s", "step_time", "peak_rss_mb", "peak_gpu_memory_mb")}
+    timing = {key: getattr(result, key) for key in ("wall_time_s", "train_time_s", "eval_time_s", "cpu_time_s",
+                                                    "step_time", "peak_rss_mb", "peak_gpu_memory_mb")}
     return {
         "run_info": run_info(command_line),
         "adapters": {name: peft_model.configs[name].to_dict() for name in peft_model.active_adapters},
