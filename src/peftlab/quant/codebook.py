@@ -84,3 +84,18 @@ def dynamic_map() -> torch.Tensor:
 def midpoints(code: torch.Tensor) -> torch.Tensor:
     """Decision boundaries of nearest-value rounding for a sorted code: (K,) -> (K-1,)."""
     return (code[:-1] + code[1:]) / 2
+
+
+LOOKUP_BINS = 65536  # resolution of the 8-bit level's rounding grid over [-1, 1]
+
+
+def rounding_lookup_table(code: torch.Tensor, bins: int = LOOKUP_BINS) -> torch.Tensor:
+    """(bins,) int64: the code index chosen for each point of an even grid over [-1, 1].
+
+    The 8-bit level of double quantization rounds through this table (grid point, then code)
+    instead of searching the code: O(1) per value, and the rounding bitsandbytes' CPU kernel
+    applies, so nested codes are bit-identical to it. Grid point i is -1 + 2i / (bins - 1) in
+    float32; its code is the first whose upper midpoint is not below it.
+    """
+    grid = -1.0 + (2.0 * torch.arange(bins, dtype=torch.float32)) / float(bins - 1)
+    return torch.searchsorted(midpoints(code.float()), grid, side="left")

@@ -13,9 +13,11 @@ the resolution of the signed 8-bit map)::
 
 Dequantization is ``W[i] ~= NF4[codes[i]] * absmax[b]``. Two codes share a byte, the first
 element in the high nibble — the bitsandbytes layout, so packed bytes are bit-identical.
-Rounding is to the nearest code (bucketize against midpoints, ties to the lower code), which is
-what bitsandbytes' reference PyTorch backend computes for both levels; its C++ CPU kernel for the
-8-bit level uses an approximate search and disagrees with nearest on a few absmax codes.
+The 4-bit level rounds to the nearest code (bucketize against midpoints, ties to the lower
+code). The 8-bit level rounds through a 65,536-point grid over [-1, 1] (`rounding_lookup_table`):
+constant time per value and bit-identical to bitsandbytes' CPU kernel; it can pick the neighbour
+of the nearest code for a value within half a grid step (1.5e-5) of a midpoint (~0.2% of absmax
+constants), which changes a scale by at most one step of the 8-bit map.
 
 Everything works on whatever device the weight lives on; there are no host syncs in the hot path.
 """
@@ -29,7 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
-from peftlab.quant.codebook import BLOCK_SIZES, NESTED_BLOCK_SIZE, NF4_CODE, dynamic_map, midpoints
+from peftlab.quant.codebook import (
+    BLOCK_SIZES, LOOKUP_BINS, NESTED_BLOCK_SIZE, NF4_CODE, dynamic_map, midpoints, rounding_lookup_table,
+)
 
 _FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -161,6 +165,29 @@ def _blockwise_absmax_codes(flat: torch.Tensor, block_size: int, code: torch.Ten
     return absmax, codes.view(-1)
 
 
+def _nested_absmax_codes(centred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """8-bit dynamic-map codes of the centred absmax constants, blocks of 256.
+
+    centred: (n_blocks,) -> (nested absmax (ceil(n_blocks / 256),), codes (n_blocks,) uint8).
+    An all-zero nested block stores code 0 (it dequantizes to zero through its zero scale).
+    """
+    n = centred.numel()
+    n_nested = -(-n // NESTED_BLOCK_SIZE)
+    blocks = torch.nn.functional.pad(centred, (0, n_nested * NESTED_BLOCK_SIZE - n)).view(n_nested, -1)
+    nested_absmax = blocks.abs().amax(dim=1)  # (n_nested,)
+    inverse = torch.where(nested_absmax > 0, 1.0 / nested_absmax, torch.zeros_like(nested_absmax))
+    normed = (blocks * inverse.unsqueeze(1)).clamp(-1.0, 1.0)  # (n_nested, 256)
+    grid_index = ((normed + 1.0) * 0.5 * float(LOOKUP_BINS - 1) + 0.5).to(torch.int64)
+    codes = _lookup_table_on(centred.device)[grid_index]
+    codes = codes.masked_fill((nested_absmax == 0).unsqueeze(1), 0)
+    return nested_absmax, codes.view(-1)[:n].to(torch.uint8)
+
+
+@functools.lru_cache(maxsize=None)
+def _lookup_table_on(device: torch.device) -> torch.Tensor:
+    return rounding_lookup_table(dynamic_map()).to(device)
+
+
 def quantize_nf4(weight: torch.Tensor, block_size: int = 64, double_quant: bool = True) -> NF4State:
     """Quantize any float tensor (flattened row-major) to NF4. Returns its ``NF4State``."""
     validate_block_size(block_size)
@@ -176,8 +203,7 @@ def quantize_nf4(weight: torch.Tensor, block_size: int = 64, double_quant: bool 
     if not double_quant:
         return NF4State(packed, absmax, tuple(weight.shape), block_size, weight.dtype)
     offset = absmax.mean()
-    nested_absmax, nested_codes = _blockwise_absmax_codes(absmax - offset, NESTED_BLOCK_SIZE, dynamic_map())
-    q_absmax = nested_codes[: absmax.numel()].to(torch.uint8)
+    nested_absmax, q_absmax = _nested_absmax_codes(absmax - offset)
     return NF4State(packed, q_absmax, tuple(weight.shape), block_size, weight.dtype, nested_absmax, offset)
 
 
