@@ -5,25 +5,48 @@
     ...train model.trainable_parameters()...
     peftlab.save_adapter(model, "my-adapter")
     model = peftlab.load_adapter(fresh_base_model, "my-adapter")
+
+The names below load on first use (PEP 562), so `import peftlab.estimate` and the CLI's pure
+Python commands start without importing torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from peftlab.core import (  # noqa: E402  (the version must exist before core imports it)
-    PeftModel, get_method, load_adapter, make_config, method_names, save_adapter,
-)
-from peftlab.methods.full import FullConfig  # noqa: E402
-from peftlab.methods.lora import LoraConfig  # noqa: E402
+# public name -> module that defines it
+_EXPORTS = {
+    "PeftModel": "peftlab.core.model",
+    "get_method": "peftlab.core.registry",
+    "make_config": "peftlab.core.registry",
+    "method_names": "peftlab.core.registry",
+    "load_adapter": "peftlab.core.files",
+    "save_adapter": "peftlab.core.files",
+    "FullConfig": "peftlab.methods.full",
+    "LoraConfig": "peftlab.methods.lora",
+    "errors": "peftlab.errors",
+    "core": "peftlab.core",
+}
+
+__all__ = ["apply", *_EXPORTS]
 
 
-def apply(model, config, adapter_name: str = "default") -> PeftModel:
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'peftlab' has no attribute {name!r}")
+    module = importlib.import_module(_EXPORTS[name])
+    value = module if module.__name__ == f"peftlab.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def apply(model, config, adapter_name: str = "default"):
     """Attach a new adapter configured by `config` to `model` (a base model or a PeftModel)."""
+    from peftlab.core.model import PeftModel
+
     peft_model = model if isinstance(model, PeftModel) else PeftModel(model)
     peft_model.add_adapter(adapter_name, config)
     return peft_model
-
-
-__all__ = [
-    "FullConfig", "LoraConfig", "PeftModel", "apply", "get_method", "load_adapter",
-    "make_config", "method_names", "save_adapter",
-]

@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 HEAVY = ("torch", "transformers", "matplotlib", "numpy")
@@ -42,9 +41,6 @@ def test_estimate_package_imports_no_torch_and_answers_in_under_a_second():
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.xfail(reason="src/peftlab/__init__.py imports peftlab.core (torch) eagerly; a lazy "
-                          "top level (PEP 562 __getattr__) makes `import peftlab.estimate` "
-                          "torch-free", strict=False)
 def test_import_peftlab_estimate_end_to_end_loads_no_torch():
     result = _run(USE)
     assert result.returncode == 0, result.stderr
