@@ -1,0 +1,60 @@
+"""`peftlab compare`: every method on one budget, measured side by side (see `peftlab.compare`).
+
+    peftlab compare                                   # MiniLM + SST-2, every method, quick profile
+    peftlab compare --methods full,lora,prompt --steps 200 --out runs/compare
+    peftlab compare --model ./my-model --data pairs.tsv --text-col premise --text-pair-col hypothesis
+
+Writes results.json, report.md and charts/*.png into --out and prints a table at the end.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from peftlab.cli.train import DataOpt, LabelCol, ModelOpt, PromptCol, TargetCol, TextCol, TextPairCol
+
+
+def compare_command(
+    model: ModelOpt = "minilm",
+    data: DataOpt = "sst2",
+    methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods (default: every registered one).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps per method (default: the profile's).")] = None,
+    profile: Annotated[str, typer.Option("--profile", help="quick (~5 min on 2 CPU cores) | full.")] = "quick",
+    seed: Annotated[int, typer.Option("--seed", help="Seeds head/adapter init, data order, dropout.")] = 0,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch threads (default: the CPUs available).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("compare-out"),
+    max_train: Annotated[Optional[int], typer.Option("--max-train", help="Keep the first N training rows.")] = None,
+    max_dev: Annotated[Optional[int], typer.Option("--max-dev", help="Keep the first N dev rows (causal-LM: prompts).")] = None,
+    keep_adapters: Annotated[bool, typer.Option("--keep-adapters", help="Keep each trained adapter in OUT/adapters.")] = False,
+    text_col: TextCol = None,
+    text_pair_col: TextPairCol = None,
+    label_col: LabelCol = None,
+    prompt_col: PromptCol = None,
+    target_col: TargetCol = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress.")] = True,
+) -> None:
+    """Train every method on the same budget and measure parameters, memory, speed, latency and quality."""
+    from peftlab.compare import make_plan, run_compare
+
+    columns = {"text_col": text_col, "text_pair_col": text_pair_col, "label_col": label_col,
+               "prompt_col": prompt_col, "target_col": target_col}
+    plan = make_plan(model=model, data=data, columns=columns, methods=methods, profile=profile, steps=steps,
+                     seed=seed, threads=threads, device=device, max_train=max_train, max_dev=max_dev)
+    started = time.perf_counter()
+    results = run_compare(plan, out, progress=progress, keep_adapters=keep_adapters,
+                          command=shlex.join(["peftlab", *sys.argv[1:]]))
+    failed = [r["method"] for r in results["methods"] if r["error"]]
+    typer.echo(f"{len(plan.methods)} methods in {time.perf_counter() - started:.0f} s"
+               + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else "")
+               + f"; report: {out / 'report.md'}, data: {out / 'results.json'}, charts: {out / 'charts'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare_command)

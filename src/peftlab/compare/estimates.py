@@ -1,0 +1,38 @@
+"""The analytic prediction (`peftlab.estimate`) for each method of a comparison.
+
+The estimator is given what the measurement ran: the model's own `config.json`, the method's
+fields (those the estimator's method also has), the batch size, the padded sequence length of the
+timing batch (batches are padded to their longest row, not to max_length), float32 and the
+device. A method the estimator does not know, or a model family it cannot shape, gives an
+estimate with an `error` and no numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from peftlab.compare.plan import ComparePlan, MethodPlan
+from peftlab.estimate import METHODS, Settings, estimate, model_shape
+
+
+def estimate_method(plan: ComparePlan, method: MethodPlan, model_folder: Path, *, num_labels: int | None,
+                    seq_len: int, device: str) -> dict[str, Any]:
+    try:
+        known = METHODS.get(method.method)
+        if known is None:
+            raise KeyError(f"peftlab.estimate has no method {method.method!r}")
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in method.fields.items()
+                  if k in known.__dataclass_fields__}
+        settings = Settings(batch_size=plan.budget.batch_size, seq_len=seq_len, precision="fp32",
+                            num_labels=num_labels, device="cuda" if device.startswith("cuda") else "cpu")
+        result = estimate(model_shape(model_folder), method.method, settings, **fields)
+    except Exception as error:  # noqa: BLE001 - an estimate that cannot be made is reported, not fatal
+        return {"error": f"{type(error).__name__}: {error}"}
+    memory = result.memory.to_dict()
+    return {"trainable_params": result.trainable_params, "total_params": result.total_params,
+            "percent": result.percent, "file_bytes": result.file_bytes["float32"],
+            "memory_mb": {k: memory[k] / 2**20 for k in ("weights", "gradients", "optimizer", "activations", "total")},
+            "settings": {"batch_size": settings.batch_size, "seq_len": seq_len, "precision": "fp32",
+                         "device": settings.device},
+            "notes": list(result.notes), "error": None}

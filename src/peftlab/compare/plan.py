@@ -1,0 +1,183 @@
+"""What a comparison runs: one budget for every method, plus each method's literature defaults.
+
+Fairness is the point of `peftlab compare`, so everything that is not the method itself is
+shared: the same training rows in the same seeded order, the same number of optimizer steps of
+the same batch, the same maximum length, warmup, seed and dev set. What differs is what the
+literature says each method needs to work at all, mostly its learning rate (soft prompts want
+~1000x the rate of full fine-tuning). Those defaults are data (`LITERATURE`), the one place a
+method is named; a method registered later without an entry gets `FALLBACK` and a note saying so.
+
+`ComparePlan.to_dict()` is what the workers receive and what `results.json` records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from peftlab.core.protocol import check_choice
+from peftlab.core.registry import get_method, method_names
+from peftlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The shared training and measuring budget.
+
+    steps × batch_size rows are seen in the seeded order of the first `max_train` training rows;
+    the dev set (first `max_dev` rows, or prompts for causal-LM) scores every method.
+    The timing phase runs `timing_rounds` rounds; in each, every method in turn trains
+    `timing_steps` steps on the same fixed batch and runs `latency_reps` inference passes on a
+    fixed dev batch of `latency_batch` rows (first step/pass of a turn discarded as warmup).
+    """
+
+    steps: int
+    batch_size: int
+    max_length: int
+    warmup_ratio: float = 0.06
+    max_train: int | None = None
+    max_dev: int | None = None
+    eval_batch_size: int = 64
+    timing_rounds: int = 5
+    timing_steps: int = 3
+    latency_batch: int = 32
+    latency_reps: int = 5
+    generate: bool = True  # causal-LM: score BLEU / ROUGE-L by greedy decoding
+    max_new_tokens: int = 48
+    max_dev_prompts: int | None = None  # causal-LM dev prompts when `max_dev` is not set
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "max_length", "eval_batch_size", "timing_rounds",
+                     "timing_steps", "latency_batch", "latency_reps", "max_new_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}={value!r} must be an integer >= 1")
+
+
+# quick: one epoch of the embedded 4,000-row SST-2 subset (125 × 32), scored on its full 872-row
+# dev set; sized to finish all methods in about 5 minutes on 2 CPU cores. Greedy decoding is slow
+# on CPU, so a causal-LM task is scored on its first 50 dev prompts.
+PROFILES = {
+    "quick": Budget(steps=125, batch_size=32, max_length=64, max_dev=None, max_dev_prompts=50,
+                    timing_rounds=5, timing_steps=3, latency_reps=5),
+    "full": Budget(steps=375, batch_size=32, max_length=128, max_dev=None,
+                   timing_rounds=10, timing_steps=5, latency_reps=10),
+}
+
+
+@dataclass(frozen=True)
+class Default:
+    """A method's literature default: learning rate, config fields and where they come from."""
+
+    learning_rate: float
+    fields: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+LITERATURE: dict[str, Default] = {
+    "full": Default(5e-5, {}, "BERT (Devlin et al. 2019) fine-tunes at 2e-5..5e-5"),
+    "lora": Default(1e-3, {"r": 16, "alpha": 32.0, "dropout": 0.1},
+                    "LoRA (Hu et al. 2021): r=16, α=32 on the query/value projections, lr ~5e-4..1e-3"),
+    "qlora": Default(1e-3, {"r": 16, "alpha": 32.0, "dropout": 0.1},
+                     "QLoRA (Dettmers et al. 2023): LoRA's settings over an NF4 base"),
+    "adapters": Default(1e-3, {"bottleneck_size": 64},
+                        "Houlsby et al. 2019: bottleneck 64 after attention and FFN, lr 1e-4..1e-3"),
+    "ia3": Default(3e-2, {}, "IA³ (Liu et al. 2022) and HF PEFT examples: lr 1e-2..3e-2 for short runs"),
+    "prefix": Default(1e-2, {"num_virtual_tokens": 20, "projection": True},
+                      "Prefix tuning (Li & Liang 2021) with the MLP reparametrisation; "
+                      "P-tuning v2 uses ~1e-2 for classification"),
+    "prompt": Default(3e-1, {"num_virtual_tokens": 20},
+                      "Prompt tuning (Lester et al. 2021): 20 tokens at lr 0.3"),
+}
+# Training throughput is reported relative to this method, as the seeds do ("vs. full fine-tuning").
+REFERENCE_METHOD = "full"
+FALLBACK = Default(1e-3, {}, "no literature entry in peftlab.compare.plan.LITERATURE: lr 1e-3, config defaults")
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    """One method's run: its registered name, learning rate and config fields (JSON values)."""
+
+    method: str
+    learning_rate: float
+    fields: dict[str, Any]
+    source: str
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ComparePlan:
+    """Everything the workers need, JSON-serialisable."""
+
+    model: str
+    data: str
+    columns: dict[str, str | None]
+    profile: str
+    budget: Budget
+    methods: tuple[MethodPlan, ...]
+    seed: int = 0
+    threads: int | None = None
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ComparePlan":
+        methods = tuple(MethodPlan(**{**m, "notes": tuple(m.get("notes", ()))}) for m in data["methods"])
+        return cls(**{**data, "budget": Budget(**data["budget"]), "methods": methods})
+
+    def method(self, name: str) -> MethodPlan:
+        return next(m for m in self.methods if m.method == name)
+
+
+def method_plan(method: str, learning_rate: float | None = None) -> MethodPlan:
+    """`method`'s literature default, keeping only the fields its config class declares."""
+    config_class = get_method(method).config_class  # raises for an unknown method
+    default = LITERATURE.get(method, FALLBACK)
+    declared = {f.name for f in dataclasses.fields(config_class)}
+    fields = {k: v for k, v in default.fields.items() if k in declared}
+    notes = [f"literature field {k}={v!r} is not an option of {method}; left out"
+             for k, v in default.fields.items() if k not in declared]
+    if default is FALLBACK:
+        notes.append(default.source)
+    rate = default.learning_rate if learning_rate is None else learning_rate
+    return MethodPlan(method, rate, fields, default.source, tuple(notes))
+
+
+def parse_methods(text: str | None) -> list[str]:
+    """A comma list of registered methods (default: all of them, in registry order)."""
+    known = method_names()
+    if not text:
+        return list(known)
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {', '.join(unknown)}: registered methods are {', '.join(known)}")
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(f"--methods {text!r} names a method twice")
+    return chosen
+
+
+def make_plan(*, model: str = "minilm", data: str = "sst2", columns: dict[str, str | None] | None = None,
+              methods: str | None = None, profile: str = "quick", steps: int | None = None,
+              seed: int = 0, threads: int | None = None, device: str = "auto",
+              max_train: int | None = None, max_dev: int | None = None) -> ComparePlan:
+    """The plan of a comparison from command-line choices (see `Budget` and `LITERATURE`)."""
+    check_choice("profile", profile, tuple(PROFILES))
+    budget = PROFILES[profile]
+    changes: dict[str, Any] = {}
+    if steps is not None:
+        changes["steps"] = steps
+    if max_train is not None:
+        changes["max_train"] = max_train
+    if max_dev is not None:
+        changes["max_dev"] = max_dev
+    budget = dataclasses.replace(budget, **changes)
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return ComparePlan(model=model, data=data, columns=dict(columns or {}), profile=profile, budget=budget,
+                       methods=tuple(method_plan(m) for m in parse_methods(methods)), seed=seed,
+                       threads=threads, device=device)

@@ -1,0 +1,251 @@
+"""report.md and the console table: the seeds' tables, filled with measurements.
+
+Tables (each measured figure beside the `peftlab estimate` prediction where one exists):
+budget and per-method settings, parameter efficiency, memory, training speed, inference
+overhead, quality, then the seeds' claims about the ordering of methods checked against this
+run (`SEED_CLAIMS`, data like the literature defaults), and the errors of failed methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from peftlab.io import write_text
+
+CHART_TITLES = {
+    "params.png": "Trainable parameters (log scale)",
+    "memory.png": "Training memory",
+    "step_time.png": "Training step time",
+    "latency.png": "Inference latency",
+    "quality_vs_params.png": "Quality vs trainable parameters",
+    "radar.png": "Trade-offs",
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the seeds about quality: `subject` is `relation` to each of `others`.
+
+    "close": within `points` percentage points (or metric units); "behind": lower by more than
+    `points`.
+    """
+
+    text: str
+    subject: str
+    relation: str
+    others: tuple[str, ...]
+    points: float
+
+
+SEED_CLAIMS = (
+    Claim("LoRA comes close to full fine-tuning", "lora", "close", ("full",), 2.0),
+    Claim("Prompt tuning falls behind with little data", "prompt", "behind", ("full", "lora"), 2.0),
+)
+
+
+def _num(value: float | None, fmt: str = "{:,.0f}", missing: str = "–") -> str:
+    return missing if value is None else fmt.format(value)
+
+
+def _mb(value: float | None) -> str:
+    return _num(value, "{:,.0f} MB")
+
+
+def _count(value: int | None) -> str:
+    if value is None:
+        return "–"
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if value >= size:
+            return f"{value / size:.2f}{suffix}"
+    return str(value)
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "–"
+    for size, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if value >= size:
+            return f"{value / size:.1f} {suffix}"
+    return f"{value} B"
+
+
+def _spread(stats: dict[str, float] | None) -> str:
+    if not stats:
+        return "–"
+    return f"{stats['p10_ms']:.1f}–{stats['p90_ms']:.1f} ms"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _dig(value: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def measured(record: dict[str, Any], *path: str) -> Any:
+    return _dig(record.get("measurements"), *path)
+
+
+def quality_value(record: dict[str, Any]) -> float | None:
+    """The headline dev metric in percent for accuracy-like metrics (0..1), else as measured."""
+    value, metric = measured(record, "quality", "value"), measured(record, "quality", "metric")
+    if value is None:
+        return None
+    return value if metric == "perplexity" else 100 * value
+
+
+def check_claim(claim: Claim, records: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """(verdict, detail) of a claim: "seen", "not seen" or "not checked"."""
+    names = (claim.subject, *claim.others)
+    values = {n: quality_value(records[n]) if n in records else None for n in names}
+    missing = [n for n, v in values.items() if v is None]
+    if missing:
+        return "not checked", f"no quality measured for {', '.join(missing)}"
+    subject = values[claim.subject]
+    gaps = {o: subject - values[o] for o in claim.others}
+    if claim.relation == "close":
+        holds = all(abs(g) <= claim.points for g in gaps.values())
+    else:
+        holds = all(g < -claim.points for g in gaps.values())
+    detail = "; ".join(f"{claim.subject} {values[claim.subject]:.1f} vs {o} {values[o]:.1f} ({g:+.1f})"
+                       for o, g in gaps.items())
+    return ("seen" if holds else "not seen"), detail
+
+
+def _settings_section(results: dict[str, Any]) -> str:
+    plan, info = results["plan"], results["run_info"]
+    budget, task = plan["budget"], info.get("task", {})
+    timing = results.get("timing", {})
+    dev = f"{task.get('dev_rows', '?')} dev rows" + (" (full dev set)" if budget["max_dev"] is None and
+                                                      task.get("kind") == "classification" else "")
+    lines = [
+        f"- model `{plan['model']}`, data `{plan['data']}` ({task.get('kind', '?')}, "
+        f"{task.get('train_rows', '?')} training rows, {dev})",
+        f"- {budget['steps']} optimizer steps × batch {budget['batch_size']} = "
+        f"{budget['steps'] * budget['batch_size']:,} examples, max_length {budget['max_length']} (dynamic padding), "
+        f"AdamW, warmup {budget['warmup_ratio']:.0%} then linear decay, seed {plan['seed']}, same data order for every method",
+        f"- timing: {budget['timing_rounds']} interleaved rounds × {budget['timing_steps']} steps on one fixed batch of "
+        f"{timing.get('train_batch_rows', '?')} rows ({timing.get('train_batch_tokens', '?')} tokens); latency: "
+        f"{budget['timing_rounds']} × {budget['latency_reps']} forward passes on {timing.get('inference_batch_rows', '?')} "
+        f"dev rows ({timing.get('inference_batch_tokens', '?')} tokens)",
+        f"- {info.get('threads')} threads, device {timing.get('device', info.get('device'))}; load average "
+        f"{info['load_average_start'][0]:.1f} at start, {info.get('load_average_end', [0])[0]:.1f} at end "
+        "(other processes share the machine when it is above the thread count)",
+    ]
+    header = ["method", "learning rate", "method settings", "source"]
+    rows = [[r["method"], f"{r['config']['learning_rate']:g}",
+             ", ".join(f"{k}={v}" for k, v in r["config"]["fields"].items()) or "defaults",
+             r["config"]["source"] + "".join(f" ({n})" for n in r["config"]["notes"])]
+            for r in results["methods"]]
+    return "## Budget (the same for every method)\n\n" + "\n".join(lines) + "\n\n" + _table(header, rows)
+
+
+def _tables(results: dict[str, Any]) -> list[str]:
+    records = results["methods"]
+    def est(record: dict[str, Any], *path: str) -> Any:
+        return _dig(record.get("estimates"), *path)
+
+    params = _table(["method", "trainable params", "% of model", "estimate", "adapter file", "estimate (fp32)"],
+                    [[r["method"], _count(measured(r, "params", "trainable")),
+                      _num(measured(r, "params", "percent"), "{:.4f}%"), _count(est(r, "trainable_params")),
+                      _bytes(measured(r, "adapter_file_bytes")), _bytes(est(r, "file_bytes"))] for r in records])
+    memory = _table(["method", "peak RSS", "training memory (peak − runtime)", "estimate", "estimate: weights",
+                     "gradients", "optimizer", "activations", "peak GPU"],
+                    [[r["method"], _mb(measured(r, "memory", "peak_rss_mb")), _mb(measured(r, "memory", "training_mb")),
+                      _mb(est(r, "memory_mb", "total")), _mb(est(r, "memory_mb", "weights")),
+                      _mb(est(r, "memory_mb", "gradients")), _mb(est(r, "memory_mb", "optimizer")),
+                      _mb(est(r, "memory_mb", "activations")), _mb(measured(r, "memory", "peak_gpu_mb"))]
+                     for r in records])
+    reference = results.get("reference_method", "full")
+    speed = _table(["method", "step time (median)", "p10–p90", f"throughput vs {reference}", "in-run median step"],
+                   [[r["method"], _num(measured(r, "step_time", "median_ms"), "{:.1f} ms"),
+                     _spread(measured(r, "step_time")),
+                     _num(measured(r, "step_time", "throughput_vs_reference"), "{:.2f}x"),
+                     _num(measured(r, "train", "in_run_step_ms", "median"), "{:.1f} ms")] for r in records])
+    base = _dig(results.get("timing", {}), "base_latency", "median_ms")
+    inference = _table(["method", "unmerged", "× base", "merged", "× base", "merge error (max abs Δ logit)"],
+                       [[r["method"], _num(measured(r, "latency", "unmerged", "median_ms"), "{:.1f} ms"),
+                         _num(measured(r, "latency", "unmerged_ratio"), "{:.2f}x"),
+                         _num(measured(r, "latency", "merged", "median_ms"), "{:.1f} ms", "not mergeable"),
+                         _num(measured(r, "latency", "merged_ratio"), "{:.2f}x"),
+                         _num(measured(r, "merge_error"), "{:.1e}")] for r in records])
+    quality = _table(["method", "learning rate", "dev metric", "value", "macro-F1", "final train loss", "train wall"],
+                     [[r["method"], f"{r['config']['learning_rate']:g}", measured(r, "quality", "metric") or "–",
+                       _num(quality_value(r), "{:.2f}"), _num(measured(r, "quality", "dev", "macro_f1"), "{:.3f}"),
+                       _num(measured(r, "quality", "final_train_loss"), "{:.3f}"),
+                       _num(measured(r, "train", "wall_s"), "{:.0f} s")] for r in records])
+    return [
+        "## Parameter efficiency\n\nTrainable parameters include the new classification head where the task has "
+        "one (every method trains it).\n\n" + params,
+        "## Memory\n\nPeak RSS of each method's own fresh process; training memory subtracts the RSS of the "
+        "Python + torch runtime before the model loaded. The estimate counts weights, gradients, AdamW states and "
+        "saved activations in fp32 at the timing batch's padded length.\n\n" + memory,
+        "## Training speed\n\nInterleaved timing phase (every method in one process, in rotating order). The "
+        "in-run median comes from each method's own training run and is more exposed to machine noise.\n\n" + speed,
+        f"## Inference overhead\n\nForward pass of the fixed dev batch; base model {_num(base, '{:.1f} ms')}. "
+        "Merged = adapters folded into the weights in place, where the method's capabilities allow.\n\n" + inference,
+        "## Quality\n\n" + quality,
+    ]
+
+
+def _claims_section(results: dict[str, Any]) -> str:
+    records = {r["method"]: r for r in results["methods"] if r.get("error") is None}
+    rows = []
+    for claim in SEED_CLAIMS:
+        verdict, detail = check_claim(claim, records)
+        rows.append([claim.text, f"**{verdict}**", detail])
+    return ("## The seeds' claims, checked on this run\n\nQuality points (accuracy in %); \"close\" means within "
+            f"{SEED_CLAIMS[0].points:g} points, \"behind\" lower by more than {SEED_CLAIMS[1].points:g}. One seed, "
+            "one budget: a single run is evidence, not proof.\n\n" + _table(["claim", "verdict", "detail"], rows))
+
+
+def render_report(results: dict[str, Any]) -> str:
+    info = results["run_info"]
+    errors = [r for r in results["methods"] if r.get("error")]
+    parts = [
+        f"# peftlab compare: {results['plan']['model']} on {results['plan']['data']}",
+        f"`{info['command']}`, started {info['started']}, wall time {info.get('wall_s', 0):.0f} s; "
+        + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+        _settings_section(results), *_tables(results), _claims_section(results),
+    ]
+    if errors:
+        parts.append("## Errors\n\n" + _table(["method", "phase", "error"], [
+            [r["method"], r["error"].get("phase", "?"),
+             f"{r['error']['type']}: {' '.join(r['error']['message'].split())[:300]}"] for r in errors]))
+    parts.append("## Charts\n\n" + "\n".join(f"![{title}](charts/{name})" for name, title in CHART_TITLES.items()))
+    return "\n\n".join(parts) + "\n"
+
+
+def write_report(results: dict[str, Any], path: str | Path) -> None:
+    write_text(path, render_report(results))
+
+
+def console_table(results: dict[str, Any]) -> Table:
+    reference = results.get("reference_method", "full")
+    table = Table(title=f"peftlab compare: {results['plan']['model']} on {results['plan']['data']} "
+                        f"({results['run_info'].get('wall_s', 0):.0f} s)")
+    for column in ("method", "trainable", "%", "training MB", "step ms", f"speed vs {reference}",
+                   "latency × base", "merged × base", "dev", "error"):
+        table.add_column(column, justify="left" if column in ("method", "error") else "right")
+    for r in results["methods"]:
+        error = r.get("error")
+        table.add_row(r["method"], _count(measured(r, "params", "trainable")),
+                      _num(measured(r, "params", "percent"), "{:.3f}"), _num(measured(r, "memory", "training_mb")),
+                      _num(measured(r, "step_time", "median_ms"), "{:.0f}"),
+                      _num(measured(r, "step_time", "throughput_vs_reference"), "{:.2f}x"),
+                      _num(measured(r, "latency", "unmerged_ratio"), "{:.2f}x"),
+                      _num(measured(r, "latency", "merged_ratio"), "{:.2f}x"),
+                      _num(quality_value(r), "{:.1f}"),
+                      f"[red]{error['type']}[/red]" if error else "")
+    return table

@@ -1,0 +1,91 @@
+"""`peftlab compare` end to end on a tiny BERT (real MiniLM tokenizer) and a toy task.
+
+One comparison runs once per module (three training workers and the timing worker, a few
+seconds each) with one method broken on purpose; the tests read what it wrote.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from train_helpers import write_tiny_model, write_toy_data
+
+from peftlab.compare import make_plan, run_compare
+from peftlab.compare.report import CHART_TITLES
+from peftlab.compare.results import SCHEMA, schema_problems
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = dict(steps=3, batch_size=8, max_length=16, eval_batch_size=16, timing_rounds=2, timing_steps=1,
+            latency_batch=4, latency_reps=1)
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    model, data = write_tiny_model(root / "model"), write_toy_data(root / "data", train=48, dev=16)
+    plan = make_plan(model=str(model), data=str(data), methods="full,lora,prompt", threads=1)
+    # prompt tuning with zero virtual tokens: its config raises inside the worker.
+    broken = dataclasses.replace(plan.method("prompt"), fields={"num_virtual_tokens": 0})
+    plan = dataclasses.replace(plan, budget=dataclasses.replace(plan.budget, **TINY),
+                               methods=tuple(broken if m.method == "prompt" else m for m in plan.methods))
+    out = root / "out"
+    results = run_compare(plan, out, progress=False, command="peftlab compare (test)")
+    return results, out
+
+
+def test_results_json_follows_the_schema(compared):
+    results, out = compared
+    written = json.loads((out / "results.json").read_text())
+    assert written["schema"] == SCHEMA
+    assert schema_problems(written) == []
+    assert [r["method"] for r in written["methods"]] == ["full", "lora", "prompt"]
+    info = written["methods"][0]["run_info"]
+    assert info["command"] == "peftlab compare (test)" and "torch" in info["versions"]
+
+
+def test_measured_methods_have_every_figure_and_an_estimate(compared):
+    results, _ = compared
+    for record in results["methods"][:2]:
+        m = record["measurements"]
+        assert record["error"] is None
+        assert m["params"]["trainable"] > 0 and m["adapter_file_bytes"] > 0
+        assert m["memory"]["peak_rss_mb"] >= m["memory"]["loaded_rss_mb"] > 0
+        assert m["step_time"]["samples"] == 2 and m["step_time"]["median_ms"] > 0
+        assert m["latency"]["unmerged"]["median_ms"] > 0 and m["latency"]["unmerged_ratio"] > 0
+        assert 0.0 <= m["quality"]["value"] <= 1.0 and m["quality"]["metric"] == "accuracy"
+        assert m["merge_error"] is not None and m["merge_error"] < 1e-4  # both merge exactly
+        assert record["estimates"]["error"] is None
+        # the analytic count is exact for a BERT: it must match the instantiated model
+        assert record["estimates"]["trainable_params"] == m["params"]["trainable"]
+    full, lora = results["methods"][:2]
+    assert full["measurements"]["step_time"]["throughput_vs_reference"] == pytest.approx(1.0)
+    assert lora["measurements"]["params"]["trainable"] < full["measurements"]["params"]["trainable"]
+
+
+def test_a_failing_method_gets_an_error_row_and_the_others_run(compared):
+    results, out = compared
+    prompt = results["methods"][2]
+    assert prompt["error"]["phase"] == "train"
+    assert prompt["error"]["type"] == "ConfigError" and "num_virtual_tokens" in prompt["error"]["message"]
+    assert prompt["measurements"]["params"] is None
+    report = (out / "report.md").read_text()
+    assert "## Errors" in report and "ConfigError" in report
+
+
+def test_charts_are_written_as_png(compared):
+    _, out = compared
+    for name in CHART_TITLES:
+        path = out / "charts" / name
+        assert path.read_bytes()[:8] == PNG_MAGIC, name
+
+
+def test_report_has_the_seeds_tables(compared):
+    _, out = compared
+    report = (out / "report.md").read_text()
+    for heading in ("## Budget", "## Parameter efficiency", "## Memory", "## Training speed",
+                    "## Inference overhead", "## Quality", "## The seeds' claims"):
+        assert heading in report
+    assert "| lora | 0.001 |" in report  # the literature learning rate is written down
+    assert "not checked" in report  # prompt failed, so its claim cannot be checked
