@@ -21,6 +21,7 @@ from peftlab.cli.train import DataOpt, LabelCol, ModelOpt, PromptCol, TargetCol,
 
 
 def compare_command(
+    ctx: typer.Context,
     model: ModelOpt = "minilm",
     data: DataOpt = "sst2",
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods (default: every registered one).")] = None,
@@ -41,6 +42,7 @@ def compare_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress.")] = True,
 ) -> None:
     """Train every method on the same budget and measure parameters, memory, speed, latency and quality."""
+    from peftlab.cli.main import command_line
     from peftlab.compare import make_plan, run_compare
 
     columns = {"text_col": text_col, "text_pair_col": text_pair_col, "label_col": label_col,
@@ -49,7 +51,7 @@ def compare_command(
                      seed=seed, threads=threads, device=device, max_train=max_train, max_dev=max_dev)
     started = time.perf_counter()
     results = run_compare(plan, out, progress=progress, keep_adapters=keep_adapters,
-                          command=shlex.join(["peftlab", *sys.argv[1:]]))
+                          command=shlex.join(command_line(ctx) or ["peftlab", *sys.argv[1:]]))
     failed = [r["method"] for r in results["methods"] if r["error"]]
     typer.echo(f"{len(plan.methods)} methods in {time.perf_counter() - started:.0f} s"
                + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else "")

@@ -215,7 +215,8 @@ def render_report(results: dict[str, Any]) -> str:
     errors = [r for r in results["methods"] if r.get("error")]
     parts = [
         f"# peftlab compare: {results['plan']['model']} on {results['plan']['data']}",
-        f"`{info['command']}`, started {info['started']}, wall time {info.get('wall_s', 0):.0f} s; "
+        f"`{info['command']}`, started {info['started']}, wall time {info.get('wall_s', 0):.0f} s "
+        f"(workers' CPU time {info.get('workers_cpu_s', 0):.0f} s); "
         + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
         _settings_section(results), *_tables(results), _claims_section(results),
     ]
@@ -234,9 +235,11 @@ def write_report(results: dict[str, Any], path: str | Path) -> None:
 def console_table(results: dict[str, Any]) -> Table:
     reference = results.get("reference_method", "full")
     table = Table(title=f"peftlab compare: {results['plan']['model']} on {results['plan']['data']} "
-                        f"({results['run_info'].get('wall_s', 0):.0f} s)")
-    for column in ("method", "trainable", "%", "training MB", "step ms", f"speed vs {reference}",
-                   "latency × base", "merged × base", "dev", "error"):
+                        f"({results['run_info'].get('wall_s', 0):.0f} s)",
+                  caption="train MB: peak − runtime RSS; step ms: median; vs: throughput; latency ×: "
+                          "unmerged / base; dev: headline metric (accuracy %)")
+    for column in ("method", "params", "%", "train MB", "step ms", f"vs {reference}",
+                   "latency ×", "merged ×", "dev", "error"):
         table.add_column(column, justify="left" if column in ("method", "error") else "right")
     for r in results["methods"]:
         error = r.get("error")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -113,6 +114,9 @@ def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True
                                            device=timing.get("device", "cpu")) for m in plan.methods}
     info["task"] = task
     info["wall_s"] = time.perf_counter() - started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of all workers: unlike wall time, barely affected by other jobs on the machine.
+    info["workers_cpu_s"] = children.ru_utime + children.ru_stime
     info["load_average_end"] = list(os.getloadavg())
     results = assemble(plan, info, trained, timing, estimates)
     write_json(out_dir / "results.json", results)
