@@ -16,9 +16,10 @@ with MALLOC_MMAP_THRESHOLD_=65536: every tensor over 64 KiB is its own mapping, 
 OS when freed, and RSS follows live tensors; `--malloc-default` measures without it.
 
 Methods plug in through `PREPARE`: a function that takes the loaded model and returns the
-parameters to train (freezing the rest). Only full fine-tuning is written inline with plain
-torch for now; a peftlab method adds one entry that calls the peftlab API to wrap the model
-and returns its trainable parameters.
+module to run (a wrapper, where the method hooks the model's forward) and the parameters to
+train. Only full fine-tuning is written inline with plain torch for now; a peftlab method adds
+one entry that wraps the model with the peftlab API and returns the wrapper and its trainable
+parameters.
 
     python benchmarks/estimate_vs_measured.py full [--steps 4] [--attention eager|sdpa]
         [--malloc-default] [--json]
@@ -36,11 +37,11 @@ from collections.abc import Callable
 BATCH, SEQ, LABELS = 8, 128, 2
 
 
-def prepare_full(model) -> list:
-    """Full fine-tuning: every parameter trains."""
+def prepare_full(model) -> tuple:
+    """Full fine-tuning: the model itself runs and every parameter trains."""
     for param in model.parameters():
         param.requires_grad_(True)
-    return list(model.parameters())
+    return model, list(model.parameters())
 
 
 PREPARE: dict[str, Callable] = {"full": prepare_full}
@@ -49,13 +50,14 @@ PREPARE: dict[str, Callable] = {"full": prepare_full}
 def _train(model, method: str, steps: int, batch: int, seq: int) -> None:
     import torch
 
-    optimizer = torch.optim.AdamW(PREPARE[method](model), lr=1e-5)
+    runner, params = PREPARE[method](model)
+    optimizer = torch.optim.AdamW(params, lr=1e-5)
     inputs = {"input_ids": torch.randint(0, model.config.vocab_size, (batch, seq)),  # (B, T)
               "attention_mask": torch.ones(batch, seq, dtype=torch.long),
               "labels": torch.randint(0, LABELS, (batch,))}
-    model.train()
+    runner.train()
     for _ in range(steps):
-        model(**inputs).loss.backward()
+        runner(**inputs).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
