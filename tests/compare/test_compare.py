@@ -89,3 +89,21 @@ def test_report_has_the_seeds_tables(compared):
         assert heading in report
     assert "| lora | 0.001 |" in report  # the literature learning rate is written down
     assert "not checked" in report  # prompt failed, so its claim cannot be checked
+
+
+def test_a_sweep_shows_in_the_report_and_its_chart(compared, tmp_path):
+    import copy
+
+    from peftlab.compare.charts import write_charts
+    from peftlab.compare.report import render_report
+
+    results = copy.deepcopy(compared[0])
+    results["methods"][1]["config"]["sweep"] = {
+        "metric": "accuracy", "chosen": 1e-3, "validation_rows": 5,
+        "points": [{"learning_rate": 5e-4, "score": 0.5, "diverged": False},
+                   {"learning_rate": 1e-3, "score": 0.6, "diverged": False},
+                   {"learning_rate": 2e-3, "score": None, "diverged": True}]}
+    report = render_report(results)
+    assert "## Learning-rate sweep" in report and "0.0005 → 0.500, 0.001 → 0.600, 0.002 → diverged" in report
+    written = write_charts(results, tmp_path)
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC and len(written) == len(CHART_TITLES) + 1

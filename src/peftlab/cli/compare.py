@@ -26,13 +26,14 @@ def compare_command(
     data: DataOpt = "sst2",
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods (default: every registered one).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps per method (default: the profile's).")] = None,
-    profile: Annotated[str, typer.Option("--profile", help="quick (~5 min on 2 CPU cores) | full.")] = "quick",
+    profile: Annotated[str, typer.Option("--profile", help="quick (~5 min on 2 CPU cores) | tuned (quick + --tune-lr) | full.")] = "quick",
     seed: Annotated[int, typer.Option("--seed", help="Seeds head/adapter init, data order, dropout.")] = 0,
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch threads (default: the CPUs available).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("compare-out"),
     max_train: Annotated[Optional[int], typer.Option("--max-train", help="Keep the first N training rows.")] = None,
     max_dev: Annotated[Optional[int], typer.Option("--max-dev", help="Keep the first N dev rows (causal-LM: prompts).")] = None,
+    tune_lr: Annotated[bool, typer.Option("--tune-lr", help="Choose each method's learning rate by a sweep first (~4x the time).")] = False,
     keep_adapters: Annotated[bool, typer.Option("--keep-adapters", help="Keep each trained adapter in OUT/adapters.")] = False,
     text_col: TextCol = None,
     text_pair_col: TextPairCol = None,
@@ -48,7 +49,7 @@ def compare_command(
     columns = {"text_col": text_col, "text_pair_col": text_pair_col, "label_col": label_col,
                "prompt_col": prompt_col, "target_col": target_col}
     plan = make_plan(model=model, data=data, columns=columns, methods=methods, profile=profile, steps=steps,
-                     seed=seed, threads=threads, device=device, max_train=max_train, max_dev=max_dev)
+                     seed=seed, threads=threads, device=device, max_train=max_train, max_dev=max_dev, tune_lr=tune_lr)
     started = time.perf_counter()
     results = run_compare(plan, out, progress=progress, keep_adapters=keep_adapters,
                           command=shlex.join(command_line(ctx) or ["peftlab", *sys.argv[1:]]))

@@ -6,6 +6,7 @@
     latency.png            inference latency: base, unmerged, merged
     quality_vs_params.png  dev quality against trainable parameters (log x): the seeds' figure
     radar.png              trade-offs, each axis scaled so 1 is the best method of this run
+    sweep.png              (with --tune-lr) validation score per learning rate, chosen rates ringed
 
 Methods without a figure (failed, or not measured) are left out of that chart only.
 """
@@ -180,6 +181,27 @@ def radar_chart(records: list[dict[str, Any]], path: Path) -> None:
     _save(fig, path)
 
 
+def sweep_chart(records: list[dict[str, Any]], path: Path) -> None:
+    fig, ax = _figure()
+    metric = "score"
+    for r in records:
+        sweep = r["config"].get("sweep") or {}
+        points = [p for p in sweep.get("points", []) if p["score"] is not None and not p["diverged"]]
+        if not points:
+            continue
+        metric = sweep["metric"]
+        line = ax.plot([p["learning_rate"] for p in points], [p["score"] for p in points], marker="o", label=r["method"])
+        chosen = [p for p in points if p["learning_rate"] == sweep.get("chosen")]
+        ax.scatter([p["learning_rate"] for p in chosen], [p["score"] for p in chosen], s=160,
+                   facecolors="none", edgecolors=line[0].get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title("Learning-rate sweep (chosen rate ringed)")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 def write_charts(results: dict[str, Any], folder: str | Path) -> list[Path]:
     """Write every chart into `folder`; returns the paths written."""
     folder = Path(folder)
@@ -190,6 +212,8 @@ def write_charts(results: dict[str, Any], folder: str | Path) -> list[Path]:
                "latency.png": lambda p: latency_chart(records, base, p),
                "quality_vs_params.png": lambda p: quality_chart(records, p),
                "radar.png": lambda p: radar_chart(records, p)}
+    if any(r["config"].get("sweep") for r in records):
+        writers["sweep.png"] = lambda p: sweep_chart(records, p)
     written = []
     for name, write in writers.items():
         write(folder / name)

@@ -47,8 +47,12 @@ class Budget:
     generate: bool = True  # causal-LM: score BLEU / ROUGE-L by greedy decoding
     max_new_tokens: int = 48
     max_dev_prompts: int | None = None  # causal-LM dev prompts when `max_dev` is not set
+    tune_lr: bool = False  # sweep each method's learning rate first (`peftlab.compare.sweep`)
+    validation_fraction: float = 0.1  # of the training rows, held out to score the sweep
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(f"validation_fraction={self.validation_fraction!r} must be in (0, 1)")
         for name in ("steps", "batch_size", "max_length", "eval_batch_size", "timing_rounds",
                      "timing_steps", "latency_batch", "latency_reps", "max_new_tokens"):
             value = getattr(self, name)
@@ -61,9 +65,12 @@ class Budget:
 # quiet CPU cores: a MiniLM step of 16 rows padded to ~40 tokens costs ~0.3 s (PEFT) to ~0.45 s
 # (full FT) there, plus ~10 s per method for the process start, model load and dev scoring.
 # Greedy decoding is slow on CPU, so a causal-LM task is scored on its first 50 dev prompts.
+# tuned: the quick budget after a learning-rate sweep per method (3 extra runs each, see sweep.py).
+QUICK = Budget(steps=100, batch_size=16, max_length=64, max_dev=None, max_dev_prompts=50,
+               timing_rounds=4, timing_steps=2, latency_reps=3)
 PROFILES = {
-    "quick": Budget(steps=100, batch_size=16, max_length=64, max_dev=None, max_dev_prompts=50,
-                    timing_rounds=4, timing_steps=2, latency_reps=3),
+    "quick": QUICK,
+    "tuned": dataclasses.replace(QUICK, tune_lr=True),
     "full": Budget(steps=375, batch_size=32, max_length=128, max_dev=None,
                    timing_rounds=10, timing_steps=5, latency_reps=10),
 }
@@ -107,6 +114,7 @@ class MethodPlan:
     fields: dict[str, Any]
     source: str
     notes: tuple[str, ...] = ()
+    sweep: dict[str, Any] | None = None  # the learning-rate sweep that chose `learning_rate`
 
 
 @dataclass(frozen=True)
@@ -166,7 +174,7 @@ def parse_methods(text: str | None) -> list[str]:
 def make_plan(*, model: str = "minilm", data: str = "sst2", columns: dict[str, str | None] | None = None,
               methods: str | None = None, profile: str = "quick", steps: int | None = None,
               seed: int = 0, threads: int | None = None, device: str = "auto",
-              max_train: int | None = None, max_dev: int | None = None) -> ComparePlan:
+              max_train: int | None = None, max_dev: int | None = None, tune_lr: bool = False) -> ComparePlan:
     """The plan of a comparison from command-line choices (see `Budget` and `LITERATURE`)."""
     check_choice("profile", profile, tuple(PROFILES))
     budget = PROFILES[profile]
@@ -177,6 +185,8 @@ def make_plan(*, model: str = "minilm", data: str = "sst2", columns: dict[str, s
         changes["max_train"] = max_train
     if max_dev is not None:
         changes["max_dev"] = max_dev
+    if tune_lr:
+        changes["tune_lr"] = True
     budget = dataclasses.replace(budget, **changes)
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

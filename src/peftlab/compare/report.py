@@ -25,6 +25,8 @@ CHART_TITLES = {
     "radar.png": "Trade-offs",
 }
 
+SWEEP_CHART = "Learning-rate sweep"
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -210,6 +212,26 @@ def _claims_section(results: dict[str, Any]) -> str:
             "one budget: a single run is evidence, not proof.\n\n" + _table(["claim", "verdict", "detail"], rows))
 
 
+def _sweep_section(results: dict[str, Any]) -> str:
+    swept = [r for r in results["methods"] if r["config"].get("sweep")]
+    if not swept:
+        return ""
+    rows = []
+    for r in swept:
+        sweep = r["config"]["sweep"]
+        if sweep.get("error"):
+            rows.append([r["method"], f"failed: {sweep['error']['message'][:200]}", "–"])
+            continue
+        points = ", ".join(f"{p['learning_rate']:g} → " + ("diverged" if p["diverged"] or p["score"] is None
+                                                          else f"{p['score']:.3f}") for p in sweep["points"])
+        rows.append([r["method"], points, f"**{r['config']['learning_rate']:g}**"])
+    first = swept[0]["config"]["sweep"]
+    return (f"## Learning-rate sweep\n\nEach rate trained on the same budget on the training rows minus a "
+            f"validation split of {first.get('validation_rows', '?')} rows, scored by validation "
+            f"{first.get('metric', '?')}; the dev set above was never read by the sweep.\n\n"
+            + _table(["method", "rate → validation score", "chosen"], rows))
+
+
 def render_report(results: dict[str, Any]) -> str:
     info = results["run_info"]
     errors = [r for r in results["methods"] if r.get("error")]
@@ -218,13 +240,15 @@ def render_report(results: dict[str, Any]) -> str:
         f"`{info['command']}`, started {info['started']}, wall time {info.get('wall_s', 0):.0f} s "
         f"(workers' CPU time {info.get('workers_cpu_s', 0):.0f} s); "
         + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
-        _settings_section(results), *_tables(results), _claims_section(results),
+        _settings_section(results), _sweep_section(results), *_tables(results), _claims_section(results),
     ]
+    parts = [part for part in parts if part]
     if errors:
         parts.append("## Errors\n\n" + _table(["method", "phase", "error"], [
             [r["method"], r["error"].get("phase", "?"),
              f"{r['error']['type']}: {' '.join(r['error']['message'].split())[:300]}"] for r in errors]))
-    parts.append("## Charts\n\n" + "\n".join(f"![{title}](charts/{name})" for name, title in CHART_TITLES.items()))
+    charts = dict(CHART_TITLES, **({"sweep.png": SWEEP_CHART} if _sweep_section(results) else {}))
+    parts.append("## Charts\n\n" + "\n".join(f"![{title}](charts/{name})" for name, title in charts.items()))
     return "\n\n".join(parts) + "\n"
 
 

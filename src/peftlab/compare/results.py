@@ -5,7 +5,8 @@
      "methods": [
        {"method": "lora",
         "run_info": {versions, command, started, wall_s, load averages, ...},
-        "config": {"learning_rate", "fields", "source", "notes", "budget"},
+        "config": {"learning_rate", "fields", "source", "notes", "budget", "seed",
+                   "sweep": null | {"metric", "points": [{"learning_rate", "score", "diverged"}], "chosen"}},
         "measurements": {
             "params": {"trainable", "base", "total", "percent"},
             "adapter_file_bytes": int,
@@ -71,7 +72,8 @@ def method_record(plan: ComparePlan, method: str, run_info: dict[str, Any], trai
         measurements["step_time"], measurements["latency"] = step, latency
     return {"method": method, "run_info": run_info,
             "config": {"learning_rate": planned.learning_rate, "fields": planned.fields, "source": planned.source,
-                       "notes": list(planned.notes), "budget": plan.to_dict()["budget"], "seed": plan.seed},
+                       "notes": list(planned.notes), "budget": plan.to_dict()["budget"], "seed": plan.seed,
+                       "sweep": planned.sweep},
             "measurements": measurements, "estimates": estimate, "error": error}
 
 

@@ -12,6 +12,7 @@ method's `error`; the comparison carries on with the others.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -71,6 +72,25 @@ def run_info(plan: ComparePlan, command: str | None) -> dict[str, Any]:
             "load_average_start": list(os.getloadavg())}
 
 
+def tune_learning_rates(plan: ComparePlan, scratch: Path, console: Console, progress: bool,
+                        timeout: float | None) -> ComparePlan:
+    """The plan with each method's learning rate chosen by its sweep (the literature rate if it failed)."""
+    from peftlab.compare.sweep import sweep_grid
+
+    runs = sum(len(sweep_grid(m)) for m in plan.methods)
+    console.print(f"learning-rate sweep first: {runs} runs of {plan.budget.steps} steps, about "
+                  f"{runs / len(plan.methods):.0f}x the comparison's own training time")
+    tuned = []
+    for method in plan.methods:
+        grid = ", ".join(f"{rate:g}" for rate in sweep_grid(method))
+        console.rule(f"sweep {method.method}: lr {grid}")
+        sweep = spawn({"phase": "sweep", "plan": plan.to_dict(), "method": method.method, "progress": progress},
+                      scratch, f"sweep-{method.method}", timeout)
+        chosen = sweep.get("chosen")
+        tuned.append(dataclasses.replace(method, learning_rate=chosen or method.learning_rate, sweep=sweep))
+    return dataclasses.replace(plan, methods=tuple(tuned))
+
+
 def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True, keep_adapters: bool = False,
                 command: str | None = None, console: Console | None = None,
                 worker_timeout: float | None = None) -> dict[str, Any]:
@@ -86,6 +106,8 @@ def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True
     trained: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="peftlab-compare-") as scratch_name:
         scratch = Path(scratch_name)
+        if plan.budget.tune_lr:
+            plan = tune_learning_rates(plan, scratch, console, progress, worker_timeout)
         plan_dict = plan.to_dict()
         for index, method in enumerate(plan.methods, 1):
             fields = ", ".join(f"{k}={v}" for k, v in method.fields.items())

@@ -7,6 +7,7 @@ that method's row, not the comparison. SPEC is a JSON file:
     {"phase": "train", "plan": ComparePlan.to_dict(), "method": "lora",
      "adapter_dir": "...", "progress": true}
     {"phase": "timing", "plan": ..., "progress": true}          (see `peftlab.compare.timing`)
+    {"phase": "sweep", "plan": ..., "method": "lora", "progress": true}  (`peftlab.compare.sweep`)
 
 The worker writes its result (or {"error": {...}}) to OUT atomically and exits 0, or 1 when
 the phase raised. Memory figures (MiB):
@@ -161,6 +162,7 @@ def quality(task: Task, metrics: dict[str, Any], history: list[dict[str, Any]]) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from peftlab.compare.sweep import run_sweep
     from peftlab.compare.timing import run_timing
 
     spec_path, out_path = (argv if argv is not None else sys.argv[1:])[:2]
@@ -172,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         if spec["phase"] == "train":
             method = plan.method(spec["method"])
             result = run_training(plan, method, Path(spec["adapter_dir"]), spec.get("progress", False))
+        elif spec["phase"] == "sweep":
+            task = load_compare_task(plan)
+            result = run_sweep(plan, plan.method(spec["method"]), task, load_base(plan, task),
+                               spec.get("progress", False))
         else:
             result = run_timing(plan, spec.get("progress", False))
     except Exception as error:  # noqa: BLE001 - any failure becomes this method's error row

@@ -1,0 +1,84 @@
+"""Learning-rate sweeps (`peftlab compare --tune-lr`): each method's rate chosen on the same budget.
+
+At a short budget the learning rate decides more than the method (soft prompts want ~1000x the
+rate of full fine-tuning, and a literature default can leave a method at chance). With
+`tune_lr`, each method first trains once per rate of its grid (`SWEEP_GRIDS`, log-spaced around
+the literature default), on the comparison's step budget, from the same seeded initialisation:
+
+    train_rest, validation = task.split_validation(validation_fraction, seed)   # from TRAIN only
+    for lr in grid:  score(lr) = validation metric after training on train_rest
+    chosen = argmax score   (argmin for perplexity); ties go to the smaller rate
+
+and the reported run then trains at the chosen rate. The dev set is removed from the task before
+the sweep starts, so no sweep run can read it. A run whose loss becomes NaN/inf stops at once
+(the training loop raises); a run whose final training loss ends above its first logged loss
+counts as diverged and is not chosen.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import peftlab
+from peftlab.compare.plan import ComparePlan, MethodPlan
+from peftlab.data.tasks import CLASSIFICATION, Task
+from peftlab.train import TrainingDivergedError, train
+
+# Search grids per method, from the ranges the literature reports as working at short budgets.
+SWEEP_GRIDS: dict[str, tuple[float, ...]] = {
+    "full": (2e-5, 5e-5, 1e-4),
+    "lora": (5e-4, 1e-3, 2e-3),
+    "qlora": (5e-4, 1e-3, 2e-3),
+    "adapters": (3e-4, 1e-3, 3e-3),
+    "ia3": (3e-3, 1e-2, 3e-2),
+    "prefix": (1e-3, 3e-3, 1e-2),
+    "prompt": (3e-2, 1e-1, 3e-1),
+}
+FALLBACK_FACTORS = (1 / 3, 1.0, 3.0)  # around the literature rate, for a method without a grid
+
+
+def sweep_grid(method: MethodPlan) -> tuple[float, ...]:
+    return SWEEP_GRIDS.get(method.method, tuple(method.learning_rate * f for f in FALLBACK_FACTORS))
+
+
+def sweep_task(task: Task, fraction: float, seed: int) -> tuple[Task, tuple]:
+    """(the task with its training rows minus a validation split and NO dev set, the validation rows)."""
+    rest, validation = task.split_validation(fraction, seed)
+    return dataclasses.replace(task, train=rest, dev=(), dev_references=()), validation
+
+
+def choose(points: list[dict[str, Any]], lower_is_better: bool) -> float | None:
+    """The rate of the best non-diverged point (ties: the smaller rate)."""
+    usable = [p for p in points if p["score"] is not None and not p["diverged"]]
+    if not usable:
+        return None
+    sign = 1 if lower_is_better else -1
+    return min(usable, key=lambda p: (sign * p["score"], p["learning_rate"]))["learning_rate"]
+
+
+def run_sweep(plan: ComparePlan, method: MethodPlan, task: Task, loaded, progress: bool) -> dict[str, Any]:
+    """Train `method` once per rate of its grid on `task`'s training rows; score on validation."""
+    from peftlab.compare.worker import method_config, train_config
+
+    budget = plan.budget
+    tuning, validation = sweep_task(task, budget.validation_fraction, plan.seed)
+    metric = "accuracy" if task.kind == CLASSIFICATION else "loss"
+    points = []
+    for rate in sweep_grid(method):
+        model = copy.deepcopy(loaded.model)  # the same seeded head for every rate
+        peft_model = peftlab.apply(model, method_config(method))
+        settings = dataclasses.replace(train_config(plan, method, task), learning_rate=rate, generate=False)
+        try:
+            result = train(peft_model, tuning, loaded.tokenizer, settings, progress=progress,
+                           dev_examples=validation)
+        except TrainingDivergedError:
+            points.append({"learning_rate": rate, "score": None, "diverged": True, "final_loss": None})
+            continue
+        losses = [h["loss"] for h in result.history]
+        points.append({"learning_rate": rate, "score": result.final_metrics.get(metric),
+                       "diverged": bool(losses) and losses[-1] > losses[0], "final_loss": losses[-1] if losses else None})
+    chosen = choose(points, lower_is_better=metric == "loss")
+    return {"metric": metric, "points": points, "chosen": chosen, "validation_rows": len(validation),
+            "train_rows": len(tuning.train), "steps": budget.steps}

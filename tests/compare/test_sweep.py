@@ -1,0 +1,71 @@
+"""The learning-rate sweep on a tiny BERT: never reads the dev set, picks its best, reproducible."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from train_helpers import write_tiny_model, write_toy_data
+
+from peftlab.compare.plan import make_plan
+from peftlab.compare.sweep import SWEEP_GRIDS, choose, run_sweep
+from peftlab.compare.worker import load_base, load_compare_task
+
+
+class _Untouchable(tuple):
+    """A dev split that fails the test if anything looks at it."""
+
+    def _refuse(self, *args):
+        raise AssertionError("the sweep read the dev set")
+
+    __iter__ = __len__ = __getitem__ = __bool__ = _refuse
+
+
+@pytest.fixture(scope="module")
+def tiny_plan(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    model, data = write_tiny_model(root / "model"), write_toy_data(root / "data", train=60, dev=16)
+    plan = make_plan(model=str(model), data=str(data), methods="lora", threads=1, tune_lr=True)
+    budget = dataclasses.replace(plan.budget, steps=3, batch_size=8, max_length=16, validation_fraction=0.2)
+    return dataclasses.replace(plan, budget=budget)
+
+
+def _sweep(plan):
+    task = load_compare_task(plan)
+    loaded = load_base(plan, task)
+    guarded = dataclasses.replace(task, dev=_Untouchable(task.dev))
+    return run_sweep(plan, plan.method("lora"), guarded, loaded, progress=False)
+
+
+def test_sweep_scores_every_rate_on_validation_and_chooses_the_best(tiny_plan):
+    sweep = _sweep(tiny_plan)
+    assert [p["learning_rate"] for p in sweep["points"]] == list(SWEEP_GRIDS["lora"])
+    assert sweep["validation_rows"] == 12 and sweep["train_rows"] == 48
+    assert sweep["chosen"] == choose(sweep["points"], lower_is_better=False)
+    best = max(p["score"] for p in sweep["points"] if not p["diverged"])
+    assert next(p for p in sweep["points"] if p["learning_rate"] == sweep["chosen"])["score"] == best
+
+
+def test_sweep_is_reproducible_with_the_same_seed(tiny_plan):
+    assert _sweep(tiny_plan)["points"] == _sweep(tiny_plan)["points"]
+
+
+def test_choose_skips_diverged_runs_and_prefers_the_smaller_rate_on_ties():
+    points = [{"learning_rate": 1e-3, "score": 0.7, "diverged": False},
+              {"learning_rate": 3e-3, "score": 0.9, "diverged": True},
+              {"learning_rate": 1e-2, "score": 0.7, "diverged": False},
+              {"learning_rate": 3e-2, "score": None, "diverged": True}]
+    assert choose(points, lower_is_better=False) == 1e-3
+    assert choose(points[3:], lower_is_better=False) is None
+
+
+def test_the_worker_runs_a_sweep_phase(tiny_plan, tmp_path):
+    import json
+
+    from peftlab.compare import worker
+    from peftlab.io import write_json
+
+    write_json(tmp_path / "spec.json", {"phase": "sweep", "plan": tiny_plan.to_dict(), "method": "lora"})
+    assert worker.main([str(tmp_path / "spec.json"), str(tmp_path / "out.json")]) == 0
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["chosen"] in SWEEP_GRIDS["lora"] and result["metric"] == "accuracy"
