@@ -1,0 +1,41 @@
+"""Shared helpers of the benchmark scripts: interleaved timing and robust summaries.
+
+This machine is shared and noisy, so every comparison runs its candidates round-robin inside one
+process (each repeat times every candidate once, in a rotating order) and reports medians with
+their interquartile range; ratios are taken between medians measured side by side.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def summarize(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    quartiles = statistics.quantiles(ordered, n=4) if len(ordered) >= 2 else [ordered[0]] * 3
+    return {"median": statistics.median(ordered), "q1": quartiles[0], "q3": quartiles[2],
+            "min": ordered[0], "max": ordered[-1], "n": len(ordered)}
+
+
+def interleaved(candidates: dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Time each candidate `repeats` times, round-robin with a rotating start; seconds per call."""
+    names = list(candidates)
+    for _ in range(warmup):
+        for name in names:
+            candidates[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        order = names[repeat % len(names):] + names[:repeat % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            candidates[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def format_row(name: str, stats: dict[str, float], reference: dict[str, float] | None = None) -> str:
+    ratio = f"{stats['median'] / reference['median']:.2f}x" if reference else ""
+    return (f"{name:<28} median {stats['median'] * 1e3:8.1f} ms  IQR [{stats['q1'] * 1e3:7.1f}, "
+            f"{stats['q3'] * 1e3:7.1f}]  {ratio}")
