@@ -37,7 +37,7 @@ def _save(fig, path: Path) -> None:
 
     fig.tight_layout()
     with atomic_path(path) as temporary:
-        fig.savefig(temporary, format="png", dpi=110)
+        fig.savefig(temporary, format="png", dpi=110, bbox_inches="tight")  # keep outside legends
     plt.close(fig)
 
 
@@ -177,7 +177,7 @@ def radar_chart(records: list[dict[str, Any]], path: Path) -> None:
     ax.set_xticks(angles, RADAR_AXES, fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_title("Trade-offs (1 = best of this run)")
-    ax.legend(loc="upper right", bbox_to_anchor=(1.3, 1.1), fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.08, 1.05), fontsize=8)
     _save(fig, path)
 
 
