@@ -50,6 +50,7 @@ from peftlab.core.protocol import AdapterLayer, Capabilities, Method, MethodConf
 from peftlab.core.registry import register
 from peftlab.core.targets import _named_by, find_targets, linear_features, module_device, replace_module
 from peftlab.errors import AdapterFileError, ConfigError, MergeError, TargetError
+from peftlab.models.architecture import head_dim, num_kv_heads
 
 # model_type -> (attention key/value projections, FFN down projection), full-match regexes.
 _ATTENTION_KV = {
@@ -224,19 +225,12 @@ def _model_type(model: nn.Module) -> str | None:
     return getattr(getattr(model, "config", None), "model_type", None)
 
 
-def _kv_width(model: nn.Module) -> int:
-    config = model.config
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return (getattr(config, "num_key_value_heads", None) or heads) * head_dim
-
-
 def _fixed_outputs(model: nn.Module, path: str, module: nn.Module, scales_input: bool) -> int:
     """How many leading outputs of `module` stay unscaled: the q slice of a fused q/k/v layer."""
     fused = _FUSED_QKV.get(_model_type(model))
     if scales_input or fused is None or re.fullmatch(fused, path) is None:
         return 0
-    return linear_features(module)[1] - 2 * _kv_width(model)
+    return linear_features(module)[1] - 2 * num_kv_heads(model) * head_dim(model)
 
 
 def ia3_default_targets(model: nn.Module) -> str:
