@@ -112,6 +112,8 @@ class SoftPrompt(ModelHook):
         self.prompt_embeddings = nn.Parameter(initial_prompt(embedding, config).to(embedding.dtype))
         self._geometry = {"token_dim": embedding.shape[1], "num_layers": model.config.num_hidden_layers,
                           "num_attention_heads": model.config.num_attention_heads}
+        # Per-call state between before_* and after_*: whether this call got the virtual tokens,
+        # and the one-shot embedding hook that has not fired yet.
         self._inserted = False
         self._armed = None
 
