@@ -1,7 +1,7 @@
 """Prompt and prefix tuning: training-step time and inference latency vs Hugging Face PEFT.
 
     python benchmarks/prefix_prompt.py [--part minilm|smollm2|sst2] [--repeats 10] [--threads 1]
-                                       [--clock cpu|wall] [--json out.json]
+                                       [--clock cpu|wall] [--method both|prompt|prefix] [--json out.json]
 
 Part 1, the real all-MiniLM-L6-v2 (sequence classification, 2 labels), batch 8 x 128 random
 tokens, 20 virtual tokens: inference latency (eval, no grad) of the base model, peftlab prompt
@@ -162,6 +162,8 @@ def sst2_accuracy(args):
             "prefix + MLP, lr 5e-3": (PrefixTuningConfig(num_virtual_tokens=N, projection=True), 5e-3)}
     results = {}
     for name, (config, lr) in runs.items():
+        if args.method not in ("both", config.method):
+            continue
         torch.manual_seed(0)
         model = peftlab.apply(copy.deepcopy(loaded.model), config)
         settings = TrainConfig(learning_rate=lr, max_steps=125, batch_size=32, weight_decay=0.0, seed=0)
@@ -179,6 +181,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=tuple(CLOCK), default="cpu")
     parser.add_argument("--part", choices=("all", "minilm", "smollm2", "sst2"), default="all")
+    parser.add_argument("--method", choices=("both", "prompt", "prefix"), default="both", help="for --part sst2")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
