@@ -13,6 +13,7 @@ from peftlab.methods.ia3 import IA3Config
 from peftlab.methods.lora import LoraConfig
 from peftlab.methods.prefix import PrefixTuningConfig
 from peftlab.methods.prompt import PromptTuningConfig
+from peftlab.methods.qlora import QLoraConfig
 
 # Targets that exercise every module kind LoRA wraps: separate Linear (BERT), fused Conv1D (GPT-2),
 # GQA projections (LLaMA), an MLP projection, and the token embedding.
@@ -31,6 +32,8 @@ METHOD_CONFIGS = {
     "prompt": lambda arch, task: PromptTuningConfig(num_virtual_tokens=3, init="vocab"),
     # The reparameterisation MLP trains; files hold the folded prefix (the round trip checks both).
     "prefix": lambda arch, task: PrefixTuningConfig(num_virtual_tokens=3, projection=arch == "llama"),
+    # LoRA's targets on a base whose block linears are NF4 (the embedding stays float).
+    "qlora": lambda arch, task: QLoraConfig(r=4, alpha=8, target_modules=_LORA_TARGETS[arch], block_size=32),
 }
 
 

@@ -42,9 +42,12 @@ def randomize(peft_model, name: str = "default", seed: int = 3) -> None:
 
 
 def build(method: str, arch: str, task: str):
+    """(PeftModel, reference): the reference is the base as the method prepares it (QLoRA: quantized)."""
     base = tiny_model(arch, task)
+    config = config_for(method, arch, task)
     reference = copy.deepcopy(base)
-    peft_model = peftlab.apply(base, config_for(method, arch, task))
+    peftlab.get_method(method).prepare_base(reference, config)
+    peft_model = peftlab.apply(base, config)
     return peft_model, reference
 
 

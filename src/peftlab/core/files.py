@@ -2,7 +2,8 @@
 
     my-adapter/
       adapter_config.json         peft_type, task_type, method fields (r, lora_alpha, ...),
-                                  modules_to_save, and a "peftlab" block (method, version)
+                                  modules_to_save, and, where peft_type does not name the
+                                  method, a "peftlab" block (method, version, config)
       adapter_model.safetensors   base_model.model.<module path>.<key>  for module-level tensors
                                   <key>                                 for model-level tensors
                                                                         (e.g. prompt_embeddings)
@@ -64,9 +65,10 @@ def adapter_file_config(peft_model: PeftModel, name: str) -> dict[str, Any]:
     saved_modules = sorted({file_path(path) for path, layer in peft_model.adapter_layers(name)
                             if isinstance(layer, ModulesToSave)})
     base = peft_model.model
-    # Methods without a Hugging Face peft_type are identified by a block of our own; HF-typed
-    # files stay free of extra keys (HF PEFT warns on keys it does not know).
-    own_block = {} if method.hf_peft_type else {
+    # Methods that peft_type alone does not identify (none, or another method's format) carry a
+    # block of our own, which takes precedence on loading; other HF-typed files stay free of
+    # extra keys (HF PEFT warns on keys it does not know).
+    own_block = {} if method.hf_peft_type and method.reads_plain_hf_files else {
         "peftlab": {"method": method.name, "version": __version__, "config": config.to_dict()}}
     return {
         "peft_type": method.hf_peft_type or f"PEFTLAB_{method.name.upper()}",

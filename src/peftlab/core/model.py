@@ -105,6 +105,7 @@ class PeftModel(nn.Module):
         if not name or "." in name:
             raise ConfigError(f"adapter name {name!r} is invalid: use a non-empty name without dots")
         method = method_for_config(config)
+        method.prepare_base(self.model, config)
         method.inject(self.model, name, config)
         self._wrap_modules_to_save(name, config)
         hook = method.make_hook(self.model, name, config)

@@ -210,6 +210,17 @@ class Method(ABC):
     # Prefix of module-level keys in that format: HF PEFT's tuners sit one wrapper deeper
     # ("base_model.model.<path>") than its prompt-learning methods ("base_model.<path>").
     hf_module_prefix: ClassVar[str] = "base_model.model."
+    # Whether a file of `hf_peft_type` without a "peftlab" block loads as this method. A variant
+    # that writes another method's format (QLoRA writes LoRA files) says False and is found by
+    # the block its own files carry.
+    reads_plain_hf_files: ClassVar[bool] = True
+
+    def prepare_base(self, model: nn.Module, config: MethodConfig) -> None:
+        """Change the frozen base model in place before `inject` (QLoRA quantizes its linears).
+
+        Default: nothing. A disabled adapter computes the *prepared* base, so tests build their
+        reference by calling this on a copy of the base model.
+        """
 
     @abstractmethod
     def inject(self, model: nn.Module, name: str, config: MethodConfig) -> list[str]:

@@ -47,9 +47,9 @@ def method_for_hf_peft_type(peft_type: str) -> Method:
     """The method that reads Hugging Face PEFT files of `peft_type` (e.g. "LORA")."""
     _load_builtin_methods()
     for method_class in _METHODS.values():
-        if method_class.hf_peft_type == peft_type:
+        if method_class.hf_peft_type == peft_type and method_class.reads_plain_hf_files:
             return method_class()
-    readable = sorted(m.hf_peft_type for m in _METHODS.values() if m.hf_peft_type)
+    readable = sorted({m.hf_peft_type for m in _METHODS.values() if m.hf_peft_type})
     raise ConfigError(f"adapter files of peft_type {peft_type!r} are not supported: peftlab reads {', '.join(readable)}")
 
 

@@ -121,12 +121,17 @@ class _LoraBase(AdapterLayer):
 
 
 class LoraLinear(_LoraBase):
-    """LoRA around nn.Linear, GPT-2's Conv1D, or a quantized linear (anything `is_linear`)."""
+    """LoRA around nn.Linear, GPT-2's Conv1D, or a quantized linear (anything `is_linear`).
+
+    A quantized weight cannot absorb a float delta: the first merge swaps in the layer's float
+    form (``to_float_layer()``: the dequantized weight, then s·BA added) and keeps the packed
+    layer aside; unmerging the last merged adapter puts the packed layer back, bit for bit.
+    """
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
         self.in_features, self.out_features = linear_features(base_layer)
-        self.weight_is_transposed = isinstance(base_layer, Conv1D)  # Conv1D weight: (in, out)
+        self.quantized_base: nn.Module | None = None  # the packed layer while merged into a float copy
         self.lora_A = nn.ModuleDict()
         self.lora_B = nn.ModuleDict()
         self.lora_dropout = nn.ModuleDict()
@@ -152,6 +157,28 @@ class LoraLinear(_LoraBase):
         for container in (self.lora_A, self.lora_B, self.lora_dropout):
             del container[name]
         del self.scaling[name]
+
+    @property
+    def weight_is_transposed(self) -> bool:
+        return isinstance(self.base_layer, Conv1D)  # Conv1D weight: (in, out)
+
+    def merge(self, name: str, *, safe: bool = False) -> None:
+        if not getattr(self.base_layer, "is_quantized_linear", False):
+            super().merge(name, safe=safe)
+            return
+        packed, self.base_layer = self.base_layer, self.base_layer.to_float_layer()
+        try:
+            super().merge(name, safe=safe)
+        except MergeError:
+            self.base_layer = packed
+            raise
+        self.quantized_base = packed
+
+    def unmerge(self, name: str) -> None:
+        if self.quantized_base is not None and self.merged_adapters == [name]:
+            self.base_layer, self.quantized_base = self.quantized_base, None  # no float round trip
+            return
+        super().unmerge(name)
 
     def delta_weight(self, name: str) -> torch.Tensor:
         delta = (self.lora_B[name].weight.float() @ self.lora_A[name].weight.float()) * self.scaling[name]
@@ -209,8 +236,8 @@ def make_lora_layer(module: nn.Module) -> _LoraBase:
 
 
 def lora_can_wrap(module: nn.Module) -> bool:
-    """LoRA wraps linear layers (nn.Linear, Conv1D, quantized) and embeddings."""
-    return isinstance(module, nn.Embedding) or is_linear(module)
+    """LoRA wraps linear layers (nn.Linear, Conv1D, quantized) and embeddings, or adds to its own layers."""
+    return isinstance(module, (nn.Embedding, _LoraBase)) or is_linear(module)
 
 
 def lora_default_targets(model: nn.Module) -> tuple[str, ...] | str:

@@ -57,6 +57,10 @@ def _slabs(state: NF4State, compute_dtype: torch.dtype):
         yield r0, r1, slab.view(r1 - r0, in_features).to(compute_dtype)
 
 
+def _is_conv1d(layer: nn.Module) -> bool:
+    return type(layer).__name__ == "Conv1D" and hasattr(layer, "nf")  # transformers.pytorch_utils.Conv1D
+
+
 class _NF4LinearFunction(torch.autograd.Function):
     """y = x W^T (+ b) with W recomputed from NF4 in backward rather than saved."""
 
@@ -87,11 +91,15 @@ class Linear4bit(nn.Module):
     """``nn.Linear`` with an NF4 weight; built with ``from_linear``, ``from_weight`` or a state.
 
     ``compute_dtype`` (float32 or bfloat16) is the precision of the matmul; the input is cast to
-    it and the output cast back to the input's dtype.
+    it and the output cast back to the input's dtype. ``from_conv1d`` remembers that the layer
+    was a GPT-2 ``Conv1D`` (weight stored (in, out)), so ``to_float_layer`` gives one back.
     """
 
+    # Adapter code (`peftlab.core.targets.is_linear`) treats any module declaring this as a linear.
+    is_quantized_linear = True
+
     def __init__(self, state: NF4State, bias: torch.Tensor | None = None, *,
-                 compute_dtype: torch.dtype = torch.float32):
+                 compute_dtype: torch.dtype = torch.float32, from_conv1d: bool = False):
         super().__init__()
         if len(state.shape) != 2:
             raise ValueError(f"Linear4bit needs a 2-D (out, in) weight state, got shape {state.shape}")
@@ -101,6 +109,7 @@ class Linear4bit(nn.Module):
         self.block_size = state.block_size
         self.weight_dtype = state.dtype
         self.compute_dtype = compute_dtype
+        self.from_conv1d = from_conv1d
         for name in _STATE_BUFFERS:
             self.register_buffer(name, getattr(state, name))
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
@@ -108,23 +117,22 @@ class Linear4bit(nn.Module):
     @classmethod
     def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                     block_size: int = DEFAULT_BLOCK_SIZE, double_quant: bool = True,
-                    compute_dtype: torch.dtype = torch.float32) -> Linear4bit:
+                    compute_dtype: torch.dtype = torch.float32, from_conv1d: bool = False) -> Linear4bit:
         """Quantize a weight in nn.Linear layout, (out, in)."""
-        return cls(quantize_nf4(weight, block_size, double_quant), bias, compute_dtype=compute_dtype)
+        return cls(quantize_nf4(weight, block_size, double_quant), bias, compute_dtype=compute_dtype,
+                   from_conv1d=from_conv1d)
 
     @classmethod
     def from_linear(cls, layer: nn.Module, *, block_size: int = DEFAULT_BLOCK_SIZE, double_quant: bool = True,
                     compute_dtype: torch.dtype = torch.float32) -> Linear4bit:
         """Quantize an ``nn.Linear`` or a GPT-2 ``Conv1D`` (whose weight is stored (in, out))."""
-        if isinstance(layer, nn.Linear):
-            weight = layer.weight
-        elif type(layer).__name__ == "Conv1D" and hasattr(layer, "nf"):  # transformers.pytorch_utils.Conv1D
-            weight = layer.weight.t()
-        else:
+        conv1d = _is_conv1d(layer)
+        if not (conv1d or isinstance(layer, nn.Linear)):
             raise TypeError(
                 f"Linear4bit.from_linear takes nn.Linear or transformers Conv1D, got {type(layer).__name__}")
+        weight = layer.weight.t() if conv1d else layer.weight
         return cls.from_weight(weight, layer.bias, block_size=block_size, double_quant=double_quant,
-                               compute_dtype=compute_dtype)
+                               compute_dtype=compute_dtype, from_conv1d=conv1d)
 
     def _apply(self, fn, recurse=True):
         """Let ``.to(device)`` move the quantization state but never cast it: ``model.half()`` or
@@ -145,6 +153,25 @@ class Linear4bit(nn.Module):
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """A fresh float copy of the weight, (out, in) — for merging and tests, not for forward."""
         return dequantize_nf4(self.quant_state, dtype)
+
+    def to_float_layer(self, weight: torch.Tensor | None = None) -> nn.Module:
+        """A float ``nn.Linear`` (or ``Conv1D``, if quantized from one) in the original weight dtype.
+
+        ``weight`` (out, in) defaults to the dequantized weight; the bias is the same Parameter
+        object, so the float layer and this one never disagree about it.
+        """
+        weight = self.dequantized_weight(self.weight_dtype) if weight is None else weight.to(self.weight_dtype)
+        if self.from_conv1d:
+            from transformers.pytorch_utils import Conv1D  # the only transformers dependency here
+
+            layer = Conv1D(self.out_features, self.in_features)
+            layer.weight = nn.Parameter(weight.t().contiguous(), requires_grad=False)  # (in, out)
+            layer.bias = self.bias
+        else:
+            layer = nn.Linear(self.in_features, self.out_features, bias=False, device="meta")
+            layer.weight = nn.Parameter(weight, requires_grad=False)
+            layer.bias = self.bias
+        return layer.to(self.packed.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         if x.shape[-1] != self.in_features:

@@ -1,0 +1,173 @@
+"""QLoRA: LoRA on a 4-bit NormalFloat base (Dettmers et al., 2023, arXiv:2305.14314).
+
+The frozen base linears are stored in NF4 with double quantization (``peftlab.quant``) and
+dequantized on the fly; LoRA's A and B train in float32 on top:
+
+    h = dequant(W_nf4) x + (α / r) · B A x        A: (r × in), B: (out × r), W_nf4: (out × in) 4-bit
+
+    x ──┬── Linear4bit (packed codes + scales, ~0.516 B/param) ──┐
+        └── dropout ─ A ─ B ─ ×s ─────────────────────────────────┴─▶ h
+
+Quantization changes the base: a fresh QLoRA model computes the *quantized* base, which differs
+from the float model by the NF4 error, so ``identity_at_init`` is False (a fresh adapter is an
+exact no-op on the dequantized base, which the method's own tests check). Disabling the adapter
+gives the quantized base too: ``prepare_base`` is the quantization, so that is the base it adds to.
+
+Merging dequantizes a layer into a float ``nn.Linear`` / ``Conv1D`` holding W_deq + s·BA (LoRA's
+merge, see ``LoraLinear``); unmerging the last adapter restores the packed layer bit for bit.
+``export_merged`` turns a QLoRA model into a plain float model (every 4-bit layer dequantized),
+optionally re-quantized, with the error the re-quantization adds measured.
+
+Files are LoRA files (peft_type "LORA", the same keys): Hugging Face PEFT loads them onto a
+bitsandbytes-4bit or a float base. A "peftlab" block carries the quantization options, so that
+peftlab reloads them as QLoRA; a plain LoRA file still loads as ``lora``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from peftlab.core.model import file_path
+from peftlab.core.protocol import Capabilities, Method, check_choice
+from peftlab.core.registry import register
+from peftlab.core.targets import replace_module
+from peftlab.errors import ConfigError
+from peftlab.methods.lora import Lora, LoraConfig, inject_lora, lora_bias_parameters, lora_default_targets
+from peftlab.quant import BLOCK_SIZES, Linear4bit
+from peftlab.quant.loading import dequantize_model, quantize_model
+
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class QLoraConfig(LoraConfig):
+    """LoRA's fields (see `LoraConfig`) plus how the frozen base is quantized.
+
+    block_size: NF4 block size, a power of two in 32..4096 (64 as in the paper).
+    double_quant: quantize the block scales to 8 bits as well (~0.127 bits/param instead of 0.5).
+    compute_dtype: "float32" | "bfloat16", the precision of the 4-bit layers' matmuls.
+    quantize_modules: the frozen linears to quantize (`peftlab.core.targets` syntax); None =
+        every linear layer in the transformer blocks. Embeddings and output heads stay float.
+        Layers already quantized (a second QLoRA adapter) keep their quantization.
+    """
+
+    method: ClassVar[str] = "qlora"
+    block_size: int = 64
+    double_quant: bool = True
+    compute_dtype: str = "float32"
+    quantize_modules: str | tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.quantize_modules, list):
+            object.__setattr__(self, "quantize_modules", tuple(self.quantize_modules))
+        check_choice("block_size", self.block_size, BLOCK_SIZES)
+        check_choice("double_quant", self.double_quant, (True, False))
+        check_choice("compute_dtype", self.compute_dtype, tuple(COMPUTE_DTYPES))
+
+
+@register
+class QLora(Method):
+    name = "qlora"
+    config_class = QLoraConfig
+    capabilities = Capabilities(mergeable=True, exact_unmerge=True, identity_at_init=False)
+    hf_peft_type = "LORA"
+    reads_plain_hf_files = False  # a plain LoRA file is a `lora` adapter; ours carry a peftlab block
+
+    def prepare_base(self, model: nn.Module, config: QLoraConfig) -> None:
+        quantize_model(model, config.quantize_modules, block_size=config.block_size,
+                       double_quant=config.double_quant, compute_dtype=COMPUTE_DTYPES[config.compute_dtype])
+
+    def inject(self, model: nn.Module, name: str, config: QLoraConfig) -> list[str]:
+        return inject_lora(model, name, config, method=self.name)
+
+    def base_parameters_to_train(self, peft_model: nn.Module, name: str,
+                                 config: QLoraConfig) -> dict[str, nn.Parameter]:
+        return lora_bias_parameters(peft_model, name, config)
+
+    def default_targets(self, model: nn.Module) -> tuple[str, ...] | str:
+        return lora_default_targets(model)
+
+    def config_to_file(self, config: QLoraConfig) -> dict[str, Any]:
+        return Lora().config_to_file(config)
+
+    def config_from_file(self, fields: dict[str, Any]) -> QLoraConfig:
+        lora = Lora().config_from_file(fields)
+        saved = (fields.get("peftlab") or {}).get("config") or {}
+        quant = {key: saved[key] for key in ("block_size", "double_quant", "compute_dtype", "quantize_modules")
+                 if key in saved}
+        lora_fields = {key: value for key, value in lora.to_dict().items() if key != "method"}
+        try:
+            return QLoraConfig(**lora_fields, **quant)
+        except TypeError as error:
+            raise ConfigError(f"the peftlab block of this QLoRA adapter is malformed ({error})") from None
+
+
+@dataclass(frozen=True)
+class RequantizationError:
+    """What re-quantizing a merged model to NF4 costs, over the layers it re-quantized.
+
+    max_abs / mean_abs: |W_merged - dequant(quant(W_merged))| over every weight element;
+    logits_max_abs: max |logits difference| on the example batch (None without one).
+    """
+
+    layers: int
+    max_abs: float
+    mean_abs: float
+    logits_max_abs: float | None
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"layers": self.layers, "max_abs": self.max_abs, "mean_abs": self.mean_abs,
+                "logits_max_abs": self.logits_max_abs}
+
+
+def export_merged(peft_model: nn.Module, *, requantize: bool = False, block_size: int | None = None,
+                  example_batch: dict[str, torch.Tensor] | None = None
+                  ) -> tuple[nn.Module, RequantizationError | None]:
+    """Merge the active adapters and return (plain base model, re-quantization error or None).
+
+    The model is float (every ``Linear4bit`` dequantized, the merged layers holding W_deq + s·BA);
+    with `requantize`, the layers that were 4-bit are quantized again (same block size and double
+    quantization unless `block_size` is given), and the error that adds is measured against the
+    float merge, on the weights and, given `example_batch`, on the logits.
+    """
+    was_quantized = sorted({file_path(path) for path, module in peft_model.model.named_modules()
+                            if isinstance(module, Linear4bit)})  # paths in the unloaded model
+    model = peft_model.merge_and_unload()
+    dequantize_model(model)
+    if not requantize:
+        return model, None
+    settings = _quantization_settings(peft_model)
+    expected = _logits(model, example_batch)
+    total_abs, total_count, max_abs = 0.0, 0, 0.0
+    for path in was_quantized:
+        layer = model.get_submodule(path)
+        quantized = Linear4bit.from_linear(layer, block_size=block_size or settings["block_size"],
+                                           double_quant=settings["double_quant"],
+                                           compute_dtype=settings["compute_dtype"])
+        weight = layer.weight.detach().float()
+        error = (quantized.dequantized_weight() - (weight.t() if quantized.from_conv1d else weight)).abs()
+        total_abs, total_count = total_abs + error.sum().item(), total_count + error.numel()
+        max_abs = max(max_abs, error.max().item())
+        replace_module(model, path, quantized)
+    logits = _logits(model, example_batch)
+    difference = None if expected is None else (logits - expected).abs().max().item()
+    return model, RequantizationError(len(was_quantized), max_abs, total_abs / max(total_count, 1), difference)
+
+
+def _quantization_settings(peft_model: nn.Module) -> dict[str, Any]:
+    config = next(c for c in peft_model.configs.values() if isinstance(c, QLoraConfig))
+    return {"block_size": config.block_size, "double_quant": config.double_quant,
+            "compute_dtype": COMPUTE_DTYPES[config.compute_dtype]}
+
+
+def _logits(model: nn.Module, batch: dict[str, torch.Tensor] | None) -> torch.Tensor | None:
+    if batch is None:
+        return None
+    with torch.no_grad():
+        return model(**batch).logits.float()
+

@@ -1,0 +1,192 @@
+"""Whole models in NF4: quantize the frozen linears in place, or load them straight into 4-bit.
+
+Which layers: by default every linear layer inside the transformer blocks (``nn.Linear``, GPT-2's
+``Conv1D``), never the embeddings, the output head or a classifier; or the layers a target
+specification names (``peftlab.core.targets`` syntax).
+
+Loading into 4-bit builds the model with its parameters on the ``meta`` device (no memory), then
+reads the checkpoint one tensor at a time (``safe_open``): each linear weight is quantized and only
+its ``Linear4bit`` is kept, every other tensor is materialized as read. Peak memory is the final
+model plus one float layer, not the float32 model::
+
+    meta model ──► for each quantized path:  read W (float, one layer) ──► Linear4bit ──► free W
+               └─► for every other tensor:   read it into place; tie the head; init what is new
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from peftlab.core.protocol import AdapterLayer
+from peftlab.core.targets import CLASSIFIER_HEAD_NAMES, find_targets, layer_index, output_head_paths, replace_module
+from peftlab.errors import PeftlabError, TargetError
+from peftlab.quant.codebook import DEFAULT_BLOCK_SIZE
+from peftlab.quant.linear4bit import Linear4bit
+
+
+def _is_float_linear(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, Conv1D))
+
+
+def _inside_adapter(path: str, adapter_paths: Sequence[str]) -> bool:
+    """True for modules an adapter layer owns (its A/B, bottleneck, ...), not its wrapped base."""
+    return any(path.startswith(a + ".") and not path.startswith(a + ".base_layer") for a in adapter_paths)
+
+
+def quantizable_paths(model: nn.Module, modules: str | Sequence[str] | None = None) -> list[str]:
+    """Paths of the float linear layers to quantize; None = every linear in the transformer blocks."""
+    heads = output_head_paths(model) | {n for n, _ in model.named_children() if n in CLASSIFIER_HEAD_NAMES}
+    adapters = [p for p, m in model.named_modules() if isinstance(m, AdapterLayer)]
+    if modules is None:
+        paths = [p for p, m in model.named_modules() if _is_float_linear(m) and layer_index(p) is not None]
+    else:
+        paths = find_targets(model, modules, accepts=_is_float_linear, method="qlora quantize_modules")
+    in_head = [p for p in paths if any(p == h or p.startswith(h + ".") for h in heads)]
+    if in_head:
+        raise TargetError(f"quantize_modules selects the output head {in_head[0]!r}: the head stays float "
+                          "(it is tied to the embeddings or trains)")
+    return [p for p in paths if not _inside_adapter(p, adapters)]
+
+
+def quantize_model(model: nn.Module, modules: str | Sequence[str] | None = None, *,
+                   block_size: int = DEFAULT_BLOCK_SIZE, double_quant: bool = True,
+                   compute_dtype: torch.dtype = torch.float32) -> list[str]:
+    """Replace the selected float linears of `model` by ``Linear4bit`` in place; return their paths."""
+    paths = quantizable_paths(model, modules)
+    for path in paths:
+        layer = Linear4bit.from_linear(model.get_submodule(path), block_size=block_size,
+                                       double_quant=double_quant, compute_dtype=compute_dtype)
+        replace_module(model, path, layer)
+    return paths
+
+
+def dequantize_model(model: nn.Module) -> list[str]:
+    """Replace every ``Linear4bit`` of `model` by its float layer (``to_float_layer``); return paths."""
+    paths = [p for p, m in model.named_modules() if isinstance(m, Linear4bit)]
+    for path in paths:
+        replace_module(model, path, model.get_submodule(path).to_float_layer())
+    return paths
+
+
+@contextlib.contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Every parameter created inside goes to the meta device; buffers (rotary tables) stay real."""
+    original = nn.Module.register_parameter
+
+    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        original(module, name, param)
+
+    nn.Module.register_parameter = register
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original
+
+
+class _Checkpoint:
+    """The tensors of a model folder (one safetensors file or an indexed set), read one at a time.
+
+    Checkpoint keys may carry the base-model prefix (``bert.encoder...``) or not (``encoder...``):
+    `key_for` maps a model path to whichever the files use.
+    """
+
+    def __init__(self, folder: Path, prefix: str) -> None:
+        index = folder / "model.safetensors.index.json"
+        if index.is_file():
+            files = json.loads(index.read_text())["weight_map"]
+            self.file_of = {key: folder / name for key, name in files.items()}
+        elif (folder / "model.safetensors").is_file():
+            with safe_open(folder / "model.safetensors", "pt") as handle:
+                self.file_of = {key: folder / "model.safetensors" for key in handle.keys()}
+        else:
+            raise PeftlabError(f"{folder} has no model.safetensors: loading into 4-bit reads safetensors files")
+        self.prefix = prefix
+
+    def key_for(self, path: str) -> str | None:
+        bare = path.removeprefix(self.prefix + ".") if self.prefix else path
+        for key in (path, bare, f"{self.prefix}.{path}"):
+            if key in self.file_of:
+                return key
+        return None
+
+    def read(self, key: str) -> torch.Tensor:
+        with safe_open(self.file_of[key], "pt") as handle:
+            return handle.get_tensor(key)
+
+
+def load_quantized(folder: str | Path, model_class, config, *, modules: str | Sequence[str] | None = None,
+                   block_size: int = DEFAULT_BLOCK_SIZE, double_quant: bool = True,
+                   compute_dtype: torch.dtype = torch.float32) -> tuple[nn.Module, list[str]]:
+    """Build ``model_class.from_config(config)`` from the safetensors in `folder`, linears in NF4.
+
+    Returns (model in eval mode, paths of the parameters the checkpoint lacked and that were
+    freshly initialised, e.g. a new classification head). The result equals loading in float and
+    then ``quantize_model`` with the same options, bit for bit.
+    """
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights(), _parameters_on_meta():
+        # Auto classes build with `from_config`, concrete model classes with `_from_config`.
+        model = (getattr(model_class, "from_config", None) or model_class._from_config)(config)
+    checkpoint = _Checkpoint(Path(folder), getattr(model, "base_model_prefix", ""))
+    for path in quantizable_paths(model, modules):
+        layer = model.get_submodule(path)
+        weight = checkpoint.read(checkpoint.key_for(f"{path}.weight"))  # the one float layer in memory
+        bias = None if layer.bias is None else checkpoint.read(checkpoint.key_for(f"{path}.bias"))
+        replace_module(model, path, Linear4bit.from_weight(
+            weight.t() if isinstance(layer, Conv1D) else weight, bias, block_size=block_size,
+            double_quant=double_quant, compute_dtype=compute_dtype, from_conv1d=isinstance(layer, Conv1D)))
+        del weight
+    for name, param in model.named_parameters():
+        key = checkpoint.key_for(name)
+        if param.device.type == "meta" and key is not None:
+            owner_path, _, attr = name.rpartition(".")
+            owner = model.get_submodule(owner_path)
+            owner._parameters[attr] = nn.Parameter(checkpoint.read(key).to(param.dtype))
+    model.tie_weights()
+    new = [name for name, p in model.named_parameters() if p.device.type == "meta"]
+    for owner_path in sorted({name.rpartition(".")[0] for name in new}):
+        owner = model.get_submodule(owner_path)
+        owner.to_empty(device="cpu", recurse=False)
+        model._init_weights(owner)  # the architecture's own initialisation, as from_pretrained does
+    return model.eval(), new
+
+
+def load_model_4bit(name_or_path: str, kind: str, *, num_labels: int | None = None,
+                    modules: str | Sequence[str] | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
+                    double_quant: bool = True, compute_dtype: torch.dtype = torch.float32):
+    """``peftlab.models.load_model`` with the linears loaded straight into NF4 (a ``LoadedModel``).
+
+    GGUF models are read from their cached safetensors conversion (made once by ``load_model``'s
+    resolver). The tokenizer is set up exactly as ``load_model`` does.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    from peftlab.models.loading import _MODEL_CLASSES, KINDS, LoadedModel, _quiet_transformers, resolve_model_folder
+
+    if kind not in KINDS:
+        raise PeftlabError(f"unknown model kind {kind!r}; use one of {', '.join(KINDS)}")
+    folder = resolve_model_folder(name_or_path)
+    extra = {"num_labels": num_labels} if kind == "classification" and num_labels is not None else {}
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        config = AutoConfig.from_pretrained(folder, local_files_only=True, **extra)
+        model, new = load_quantized(folder, _MODEL_CLASSES[kind], config, modules=modules, block_size=block_size,
+                                    double_quant=double_quant, compute_dtype=compute_dtype)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return LoadedModel(model, tokenizer, name_or_path, str(folder), kind, tuple(new))
