@@ -148,6 +148,8 @@ def radar_scores(records: list[dict[str, Any]]) -> dict[str, list[float]]:
     for r in records:
         params = measured(r, "params", "trainable")
         quality = quality_value(r)
+        if quality is not None and measured(r, "quality", "metric") == "perplexity":
+            quality = 1 / max(quality, 1e-9)  # lower perplexity is better
         speed = measured(r, "step_time", "throughput_vs_reference") or (
             1 / measured(r, "step_time", "median_ms") if measured(r, "step_time", "median_ms") else None)
         ratios = [x for x in (measured(r, "latency", "unmerged_ratio"), measured(r, "latency", "merged_ratio")) if x]
@@ -162,7 +164,8 @@ def radar_scores(records: list[dict[str, Any]]) -> dict[str, list[float]]:
     scores = {}
     for name, (log_params, *rest) in rows.items():
         efficiency = 1.0 if high == low else 0.05 + 0.95 * (high - log_params) / (high - low)
-        scaled = [value / max(v[i + 1] for v in rows.values()) for i, value in enumerate(rest)]
+        tops = [max(v[i + 1] for v in rows.values()) for i in range(len(rest))]
+        scaled = [value / top if top > 0 else 0.0 for value, top in zip(rest, tops)]
         scores[name] = [efficiency, *scaled]
     return scores
 
@@ -177,7 +180,8 @@ def radar_chart(records: list[dict[str, Any]], path: Path) -> None:
     ax.set_xticks(angles, RADAR_AXES, fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_title("Trade-offs (1 = best of this run)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.08, 1.05), fontsize=8)
+    if scores:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.08, 1.05), fontsize=8)
     _save(fig, path)
 
 
@@ -198,7 +202,8 @@ def sweep_chart(records: list[dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel(f"validation {metric}")
     ax.set_title("Learning-rate sweep (chosen rate ringed)")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     _save(fig, path)
 
 
