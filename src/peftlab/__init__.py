@@ -27,6 +27,11 @@ _EXPORTS = {
     "save_adapter": "peftlab.core.files",
     "FullConfig": "peftlab.methods.full",
     "LoraConfig": "peftlab.methods.lora",
+    "QLoraConfig": "peftlab.methods.qlora",
+    "IA3Config": "peftlab.methods.ia3",
+    "AdapterConfig": "peftlab.methods.adapters",
+    "PrefixTuningConfig": "peftlab.methods.prefix",
+    "PromptTuningConfig": "peftlab.methods.prompt",
     "errors": "peftlab.errors",
     "core": "peftlab.core",
 }

@@ -83,7 +83,8 @@ def _matches(path: str, entry: str) -> bool:
     return path == suffix or path.endswith("." + suffix)
 
 
-def _named_by(path: str, spec: TargetSpec) -> bool:
+def named_by(path: str, spec: TargetSpec) -> bool:
+    """True when `spec` (a full-match regex string, or a list of names) names module `path`."""
     if isinstance(spec, str):
         return re.fullmatch(spec, path) is not None
     return any(_matches(path, entry) for entry in spec)
@@ -141,7 +142,7 @@ def find_targets(
     selected = [p for p in selected if accept(modules[p])]
 
     if exclude is not None:
-        selected = [p for p in selected if not _named_by(p, exclude)]
+        selected = [p for p in selected if not named_by(p, exclude)]
     if layers is not None:
         wanted = set(layers)
         selected = [p for p in selected if layer_index(p) in wanted]

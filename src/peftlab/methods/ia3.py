@@ -48,7 +48,7 @@ from transformers.pytorch_utils import Conv1D
 
 from peftlab.core.protocol import AdapterLayer, Capabilities, Method, MethodConfig
 from peftlab.core.registry import register
-from peftlab.core.targets import _named_by, find_targets, linear_features, module_device, replace_module
+from peftlab.core.targets import named_by, find_targets, linear_features, module_device, replace_module
 from peftlab.errors import AdapterFileError, ConfigError, MergeError, TargetError
 from peftlab.models.architecture import head_dim, num_kv_heads
 
@@ -253,7 +253,7 @@ class IA3(Method):
         targets = config.target_modules if config.target_modules is not None else ia3_default_targets(model)
         feedforward = config.feedforward_modules if config.feedforward_modules is not None else DEFAULT_FEEDFORWARD
         paths = find_targets(model, targets, accepts=ia3_can_wrap, exclude=config.exclude_modules, method=self.name)
-        plan = [(path, model.get_submodule(path), _named_by(path, feedforward)) for path in paths]
+        plan = [(path, model.get_submodule(path), named_by(path, feedforward)) for path in paths]
         for path, module, scales_input in plan:  # check all before changing any
             if isinstance(module, IA3Layer) and module.scales_input != scales_input:
                 raise ConfigError(f"{path} already scales its {'input' if module.scales_input else 'output'} "
