@@ -108,7 +108,7 @@ class QLora(Method):
 
 
 @dataclass(frozen=True)
-class RequantizationError:
+class RequantizationReport:
     """What re-quantizing a merged model to NF4 costs, over the layers it re-quantized.
 
     max_abs / mean_abs: |W_merged - dequant(quant(W_merged))| over every weight element;
@@ -127,7 +127,7 @@ class RequantizationError:
 
 def export_merged(peft_model: nn.Module, *, requantize: bool = False, block_size: int | None = None,
                   example_batch: dict[str, torch.Tensor] | None = None
-                  ) -> tuple[nn.Module, RequantizationError | None]:
+                  ) -> tuple[nn.Module, RequantizationReport | None]:
     """Merge the active adapters and return (plain base model, re-quantization error or None).
 
     The model is float (every ``Linear4bit`` dequantized, the merged layers holding W_deq + s·BA);
@@ -156,7 +156,7 @@ def export_merged(peft_model: nn.Module, *, requantize: bool = False, block_size
         replace_module(model, path, quantized)
     logits = _logits(model, example_batch)
     difference = None if expected is None else (logits - expected).abs().max().item()
-    return model, RequantizationError(len(was_quantized), max_abs, total_abs / max(total_count, 1), difference)
+    return model, RequantizationReport(len(was_quantized), max_abs, total_abs / max(total_count, 1), difference)
 
 
 def _quantization_settings(peft_model: nn.Module) -> dict[str, Any]:

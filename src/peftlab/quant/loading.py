@@ -5,7 +5,7 @@ Which layers: by default every linear layer inside the transformer blocks (``nn.
 specification names (``peftlab.core.targets`` syntax).
 
 Loading into 4-bit builds the model with its parameters on the ``meta`` device (no memory), then
-reads the checkpoint one tensor at a time (``safe_open``): each linear weight is quantized and only
+reads the checkpoint one tensor at a time (plain reads, see ``_Checkpoint``): each linear weight is quantized and only
 its ``Linear4bit`` is kept, every other tensor is materialized as read. Peak memory is the final
 model plus one float layer, not the float32 model::
 
@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -93,9 +93,17 @@ def _parameters_on_meta() -> Iterator[None]:
         nn.Module.register_parameter = original
 
 
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
 class _Checkpoint:
     """The tensors of a model folder (one safetensors file or an indexed set), read one at a time.
 
+    Tensors are read with plain file reads into fresh memory rather than through a memory map: a
+    mapping's touched pages count in the process's resident memory until it is unmapped, which
+    would add the float checkpoint back to the peak this loader exists to avoid.
     Checkpoint keys may carry the base-model prefix (``bert.encoder...``) or not (``encoder...``):
     `key_for` maps a model path to whichever the files use.
     """
@@ -103,25 +111,38 @@ class _Checkpoint:
     def __init__(self, folder: Path, prefix: str) -> None:
         index = folder / "model.safetensors.index.json"
         if index.is_file():
-            files = json.loads(index.read_text())["weight_map"]
-            self.file_of = {key: folder / name for key, name in files.items()}
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         elif (folder / "model.safetensors").is_file():
-            with safe_open(folder / "model.safetensors", "pt") as handle:
-                self.file_of = {key: folder / "model.safetensors" for key in handle.keys()}
+            files = ["model.safetensors"]
         else:
             raise PeftlabError(f"{folder} has no model.safetensors: loading into 4-bit reads safetensors files")
+        self.entries: dict[str, tuple[Path, int, dict]] = {}  # key -> (file, data start, header entry)
+        for name in files:
+            with open(folder / name, "rb") as handle:
+                size = struct.unpack("<Q", handle.read(8))[0]  # safetensors: u64 header length, JSON header
+                header = json.loads(handle.read(size))
+            header.pop("__metadata__", None)
+            self.entries.update({key: (folder / name, 8 + size, entry) for key, entry in header.items()})
         self.prefix = prefix
 
     def key_for(self, path: str) -> str | None:
         bare = path.removeprefix(self.prefix + ".") if self.prefix else path
         for key in (path, bare, f"{self.prefix}.{path}"):
-            if key in self.file_of:
+            if key in self.entries:
                 return key
         return None
 
     def read(self, key: str) -> torch.Tensor:
-        with safe_open(self.file_of[key], "pt") as handle:
-            return handle.get_tensor(key)
+        path, data_start, entry = self.entries[key]
+        start, stop = entry["data_offsets"]
+        tensor = torch.empty(entry["shape"], dtype=_SAFETENSORS_DTYPES[entry["dtype"]])
+        if tensor.numel() * tensor.element_size() != stop - start:
+            raise PeftlabError(f"{path}: tensor {key} is {stop - start} bytes, expected {tuple(entry['shape'])} "
+                               f"{entry['dtype']}; the file is corrupt")
+        with open(path, "rb") as handle:
+            handle.seek(data_start + start)
+            handle.readinto(tensor.reshape(-1).view(torch.uint8).numpy())  # little-endian, as stored
+        return tensor
 
 
 def load_quantized(folder: str | Path, model_class, config, *, modules: str | Sequence[str] | None = None,
