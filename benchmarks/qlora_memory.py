@@ -63,6 +63,7 @@ def _train(quantized: bool, args) -> dict:
     peft_model = peftlab.apply(loaded.model, config)
     result = train(peft_model, task, loaded.tokenizer,
                    TrainConfig(max_steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
+                               eval_batch_size=args.batch_size,  # else a 64-row eval batch's logits set the peak
                                num_threads=args.threads, log_every=1, warmup_ratio=0.0, learning_rate=2e-4,
                                gradient_checkpointing=args.gradient_checkpointing),
                    progress=False)
