@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+
+import torch
 
 
 def summarize(samples: list[float]) -> dict[str, float]:
@@ -39,3 +41,17 @@ def format_row(name: str, stats: dict[str, float], reference: dict[str, float] |
     ratio = f"{stats['median'] / reference['median']:.2f}x" if reference else ""
     return (f"{name:<28} median {stats['median'] * 1e3:8.1f} ms  IQR [{stats['q1'] * 1e3:7.1f}, "
             f"{stats['q3'] * 1e3:7.1f}]  {ratio}")
+
+
+def training_step(model: torch.nn.Module, parameters: Iterable[torch.nn.Parameter],
+                  batch: dict[str, torch.Tensor]) -> Callable[[], None]:
+    """One forward + backward + AdamW step of `model` on `batch`, as a timing candidate."""
+    optimizer = torch.optim.AdamW(list(parameters), lr=1e-4)
+    model.train()
+
+    def step() -> None:
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step

@@ -18,22 +18,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import format_row, interleaved, summarize  # noqa: E402
+from common import format_row, interleaved, summarize, training_step  # noqa: E402
 
 import peftlab  # noqa: E402
 from peftlab.models import load_model  # noqa: E402
-
-
-def step_fn(model, parameters, batch):
-    optimizer = torch.optim.AdamW(parameters, lr=1e-4)
-    model.train()
-
-    def step() -> None:
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return step
 
 
 def main() -> None:
@@ -52,14 +40,14 @@ def main() -> None:
     full = copy.deepcopy(base)
     ours = peftlab.apply(copy.deepcopy(base), peftlab.LoraConfig(r=16, alpha=32, target_modules=("query", "value")))
     candidates = {
-        "full fine-tuning": step_fn(full, list(full.parameters()), batch),
-        "peftlab LoRA": step_fn(ours, list(ours.trainable_parameters().values()), batch),
+        "full fine-tuning": training_step(full, list(full.parameters()), batch),
+        "peftlab LoRA": training_step(ours, list(ours.trainable_parameters().values()), batch),
     }
     try:
         import peft
         theirs = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(
             task_type="SEQ_CLS", r=16, lora_alpha=32, target_modules=["query", "value"]))
-        candidates["HF PEFT LoRA"] = step_fn(theirs, [p for p in theirs.parameters() if p.requires_grad], batch)
+        candidates["HF PEFT LoRA"] = training_step(theirs, [p for p in theirs.parameters() if p.requires_grad], batch)
     except ImportError:
         print("Hugging Face PEFT is not installed: its column is skipped (pip install peft)")
 

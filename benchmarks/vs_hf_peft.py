@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import format_row, interleaved, summarize  # noqa: E402
+from common import format_row, interleaved, summarize, training_step  # noqa: E402
 
 import peftlab  # noqa: E402
 from peftlab.models import load_model  # noqa: E402
@@ -53,18 +53,6 @@ def theirs(method: str, model):
     return peft.get_peft_model(model, configs[method]())
 
 
-def step_fn(model, parameters, batch):
-    optimizer = torch.optim.AdamW(parameters, lr=1e-4)
-    model.train()
-
-    def step() -> None:
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return step
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
@@ -83,12 +71,12 @@ def main() -> None:
         ours = peftlab.apply(copy.deepcopy(base), peftlab.make_config(method, **OURS[method]))
         try:
             hf = theirs(method, copy.deepcopy(base))
-            step_fn(hf, [p for p in hf.parameters() if p.requires_grad], batch)()  # fails early if unsupported
+            training_step(hf, [p for p in hf.parameters() if p.requires_grad], batch)()  # fails early if unsupported
         except Exception as error:  # noqa: BLE001 - HF PEFT's support differs per architecture
             skipped[method] = f"{type(error).__name__}: {error}"
             continue
-        candidates[f"peftlab {method}"] = step_fn(ours, list(ours.trainable_parameters().values()), batch)
-        candidates[f"HF PEFT {method}"] = step_fn(hf, [p for p in hf.parameters() if p.requires_grad], batch)
+        candidates[f"peftlab {method}"] = training_step(ours, list(ours.trainable_parameters().values()), batch)
+        candidates[f"HF PEFT {method}"] = training_step(hf, [p for p in hf.parameters() if p.requires_grad], batch)
 
     times = interleaved(candidates, repeats=args.repeats)
     stats = {name: summarize(samples) for name, samples in times.items()}

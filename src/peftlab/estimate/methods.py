@@ -18,6 +18,7 @@ A classification head (`num_labels`) trains in full with every method ("head" ro
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -72,14 +73,14 @@ def bias_params(shape: ModelShape, num_labels: int | None) -> int:
 
 
 @dataclass(frozen=True)
-class Method:
+class Method(ABC):
     """What a method trains and how it changes the backward pass (declared, not inferred)."""
 
     name: ClassVar[str]
 
+    @abstractmethod
     def breakdown(self, shape: ModelShape, num_labels: int | None) -> dict[str, int]:
         """Trainable parameters by module type (without the head)."""
-        raise NotImplementedError
 
     def saved_inputs(self, shape: ModelShape) -> tuple[LinearSpec, ...]:
         """Block linears whose input must be kept for backward (a weight-gradient needs it)."""
