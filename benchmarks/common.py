@@ -47,11 +47,29 @@ def training_step(model: torch.nn.Module, parameters: Iterable[torch.nn.Paramete
                   batch: dict[str, torch.Tensor]) -> Callable[[], None]:
     """One forward + backward + AdamW step of `model` on `batch`, as a timing candidate."""
     optimizer = torch.optim.AdamW(list(parameters), lr=1e-4)
-    model.train()
 
     def step() -> None:
+        model.train()  # the same model may also be timed in eval mode by `inference_pass`
         loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return step
+
+
+def inference_pass(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Callable[[], None]:
+    """One no-grad eval forward of `model` on `batch` (labels dropped), as a timing candidate."""
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+
+    def run() -> None:
+        model.eval()
+        with torch.no_grad():
+            model(**inputs)
+    return run
+
+
+def minilm_batch(batch: int = 8, seq: int = 128) -> dict[str, torch.Tensor]:
+    """Random MiniLM-vocabulary tokens with a full attention mask and binary labels."""
+    return {"input_ids": torch.randint(1000, 30000, (batch, seq)),
+            "attention_mask": torch.ones(batch, seq, dtype=torch.long),
+            "labels": torch.randint(0, 2, (batch,))}

@@ -33,7 +33,7 @@ import transformers
 from transformers import AutoModelForSequenceClassification
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import format_row, interleaved, summarize  # noqa: E402
+from common import format_row, inference_pass, interleaved, summarize, training_step  # noqa: E402
 
 import peftlab  # noqa: E402
 from peftlab.methods.adapters import AdapterConfig  # noqa: E402
@@ -105,28 +105,6 @@ def candidates() -> dict:
     return found
 
 
-def train_step(model, parameters, batch):
-    optimizer = torch.optim.AdamW(parameters, lr=1e-4)
-
-    def step() -> None:
-        model.train()
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return step
-
-
-def forward(model, batch):
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-
-    def run() -> None:
-        model.eval()
-        with torch.no_grad():
-            model(**inputs)
-    return run
-
-
 def report(title, times, anchor_name, lines):
     stats = {name: summarize(samples) for name, samples in times.items()}
     lines.append(f"{title} (ratio vs {anchor_name})")
@@ -154,13 +132,13 @@ def main() -> None:
     built = {name: build(base) for name, build in candidates().items()}
     counts = {name: sum(p.numel() for p in params) for name, (_, params) in built.items()}
 
-    step_times = interleaved({name: train_step(model, params, batch) for name, (model, params) in built.items()},
+    step_times = interleaved({name: training_step(model, params, batch) for name, (model, params) in built.items()},
                              args.repeats, args.warmup)
     latency_models = {"base": base, **{name: model for name, (model, _) in built.items() if name != "full"}}
     merged = peftlab.apply(copy.deepcopy(base), IA3Config())
     merged.merge()
     latency_models["peftlab_ia3_merged"] = merged
-    latency_times = interleaved({name: forward(model, batch) for name, model in latency_models.items()},
+    latency_times = interleaved({name: inference_pass(model, batch) for name, model in latency_models.items()},
                                 args.repeats, args.warmup)
 
     lines = [f"trainable parameters (head included): {counts}"]

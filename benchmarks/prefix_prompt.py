@@ -32,14 +32,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-import peftlab
+import sys
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import inference_pass, minilm_batch, summarize, training_step  # noqa: E402
+
+import peftlab  # noqa: E402
 from peftlab.methods.prefix import PrefixTuningConfig
 from peftlab.methods.prompt import PromptTuningConfig
 from peftlab.models import load_model
@@ -63,33 +67,6 @@ def interleaved(candidates, repeats, clock, warmup=2):
     return times
 
 
-def summarize(samples):
-    q1, median, q3 = statistics.quantiles(samples, n=4) if len(samples) > 1 else samples * 3
-    return {"median": statistics.median(samples), "q1": q1, "q3": q3, "n": len(samples)}
-
-
-def step_fn(model, parameters, batch):
-    optimizer = torch.optim.AdamW(parameters, lr=1e-4)
-
-    def step() -> None:
-        model.train()
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return step
-
-
-def infer_fn(model, batch):
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-
-    def infer() -> None:
-        model.eval()
-        with torch.no_grad():
-            model(**inputs)
-    return infer
-
-
 def trainable(model):
     return [p for p in model.parameters() if p.requires_grad]
 
@@ -106,8 +83,7 @@ def report(title, times, reference):
 
 def minilm(args, peft):
     base = load_model("minilm", "classification", num_labels=2).model
-    batch = {"input_ids": torch.randint(1000, 30000, (8, 128)), "attention_mask": torch.ones(8, 128, dtype=torch.long),
-             "labels": torch.randint(0, 2, (8,))}
+    batch = minilm_batch()
     prompt = peftlab.apply(copy.deepcopy(base), PromptTuningConfig(num_virtual_tokens=N))
     prefix = peftlab.apply(copy.deepcopy(base), PrefixTuningConfig(num_virtual_tokens=N))
     hf_prompt = peft.get_peft_model(copy.deepcopy(base),
@@ -116,18 +92,18 @@ def minilm(args, peft):
     longer = {"input_ids": torch.randint(1000, 30000, (8, 128 + N)),
               "attention_mask": torch.ones(8, 128 + N, dtype=torch.long)}
     inference = interleaved({
-        "base model": infer_fn(base, batch),
-        f"base model, {128 + N} tokens": infer_fn(base, longer),
-        "peftlab prompt": infer_fn(prompt, batch),
-        "HF PEFT prompt": infer_fn(hf_prompt, batch),
-        "peftlab prefix": infer_fn(prefix, batch),
+        "base model": inference_pass(base, batch),
+        f"base model, {128 + N} tokens": inference_pass(base, longer),
+        "peftlab prompt": inference_pass(prompt, batch),
+        "HF PEFT prompt": inference_pass(hf_prompt, batch),
+        "peftlab prefix": inference_pass(prefix, batch),
     }, args.repeats, CLOCK[args.clock])
     full = copy.deepcopy(base)
     steps = interleaved({
-        "full fine-tuning": step_fn(full, list(full.parameters()), batch),
-        "peftlab prompt": step_fn(prompt, trainable(prompt), batch),
-        "HF PEFT prompt": step_fn(hf_prompt, trainable(hf_prompt), batch),
-        "peftlab prefix": step_fn(prefix, trainable(prefix), batch),
+        "full fine-tuning": training_step(full, list(full.parameters()), batch),
+        "peftlab prompt": training_step(prompt, trainable(prompt), batch),
+        "HF PEFT prompt": training_step(hf_prompt, trainable(hf_prompt), batch),
+        "peftlab prefix": training_step(prefix, trainable(prefix), batch),
     }, args.repeats, CLOCK[args.clock])
     return {"inference": report("MiniLM 8x128 inference latency (ratio to base)", inference, "base model"),
             "step": report("MiniLM 8x128 training step (ratio to HF PEFT prompt)", steps, "HF PEFT prompt")}
@@ -144,10 +120,10 @@ def smollm2_shaped(args, peft):
     ours = peftlab.apply(copy.deepcopy(base), PrefixTuningConfig(num_virtual_tokens=N))
     theirs = peft.get_peft_model(copy.deepcopy(base), peft.PrefixTuningConfig(task_type="CAUSAL_LM",
                                                                              num_virtual_tokens=N))
-    inference = interleaved({"base model": infer_fn(base, batch), "peftlab prefix": infer_fn(ours, batch),
-                             "HF PEFT prefix": infer_fn(theirs, batch)}, args.repeats, CLOCK[args.clock])
-    steps = interleaved({"peftlab prefix": step_fn(ours, trainable(ours), batch),
-                         "HF PEFT prefix": step_fn(theirs, trainable(theirs), batch)}, args.repeats, CLOCK[args.clock])
+    inference = interleaved({"base model": inference_pass(base, batch), "peftlab prefix": inference_pass(ours, batch),
+                             "HF PEFT prefix": inference_pass(theirs, batch)}, args.repeats, CLOCK[args.clock])
+    steps = interleaved({"peftlab prefix": training_step(ours, trainable(ours), batch),
+                         "HF PEFT prefix": training_step(theirs, trainable(theirs), batch)}, args.repeats, CLOCK[args.clock])
     return {"inference": report("SmolLM2-shaped 2x128 inference latency (ratio to base)", inference, "base model"),
             "step": report("SmolLM2-shaped 2x128 training step (ratio to HF PEFT prefix)", steps, "HF PEFT prefix")}
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import format_row, interleaved, summarize, training_step  # noqa: E402
+from common import format_row, interleaved, minilm_batch, summarize, training_step  # noqa: E402
 
 import peftlab  # noqa: E402
 from peftlab.models import load_model  # noqa: E402
@@ -64,8 +64,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     base = load_model("minilm", "classification", num_labels=2).model
-    batch = {"input_ids": torch.randint(1000, 30000, (8, 128)), "attention_mask": torch.ones(8, 128, dtype=torch.long),
-             "labels": torch.randint(0, 2, (8,))}
+    batch = minilm_batch()
     candidates, skipped = {}, {}
     for method in args.methods.split(","):
         ours = peftlab.apply(copy.deepcopy(base), peftlab.make_config(method, **OURS[method]))
