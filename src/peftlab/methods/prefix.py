@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from peftlab.core.protocol import Capabilities, MethodConfig, Method, ModelHook, check_range
+from peftlab.core.protocol import MethodConfig, ModelHook, check_range
 from peftlab.core.registry import register
 from peftlab.methods import virtual_tokens as vt
 from peftlab.models import architecture
@@ -162,19 +162,11 @@ class PrefixKeyValues(ModelHook):
 
 
 @register
-class PrefixTuning(Method):
+class PrefixTuning(vt.VirtualTokenMethod):
     name: ClassVar[str] = "prefix"
     config_class: ClassVar[type[MethodConfig]] = PrefixTuningConfig
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        mergeable=False, exact_unmerge=False, identity_at_init=False, model_hook=True, supports_disable=True)
     hf_peft_type: ClassVar[str] = "PREFIX_TUNING"
-    hf_module_prefix: ClassVar[str] = "base_model."  # the head copy of a seq-cls adapter
-
-    def inject(self, model: nn.Module, name: str, config: MethodConfig) -> list[str]:
-        return []
-
-    def make_hook(self, model: nn.Module, name: str, config: MethodConfig) -> ModelHook:
-        return PrefixKeyValues(model, config)
+    hook_class: ClassVar[type[ModelHook]] = PrefixKeyValues
 
     def config_to_file(self, config: PrefixTuningConfig) -> dict[str, Any]:
         return {"num_virtual_tokens": config.num_virtual_tokens, "num_transformer_submodules": 1,

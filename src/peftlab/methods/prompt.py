@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from peftlab.core.protocol import Capabilities, MethodConfig, Method, ModelHook, check_choice, check_range
+from peftlab.core.protocol import MethodConfig, ModelHook, check_choice, check_range
 from peftlab.core.registry import register
 from peftlab.errors import ConfigError
 from peftlab.methods import virtual_tokens as vt
@@ -183,19 +183,11 @@ class SoftPrompt(ModelHook):
 
 
 @register
-class PromptTuning(Method):
+class PromptTuning(vt.VirtualTokenMethod):
     name: ClassVar[str] = "prompt"
     config_class: ClassVar[type[MethodConfig]] = PromptTuningConfig
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        mergeable=False, exact_unmerge=False, identity_at_init=False, model_hook=True, supports_disable=True)
     hf_peft_type: ClassVar[str] = "PROMPT_TUNING"
-    hf_module_prefix: ClassVar[str] = "base_model."  # the head copy of a seq-cls adapter
-
-    def inject(self, model: nn.Module, name: str, config: MethodConfig) -> list[str]:
-        return []
-
-    def make_hook(self, model: nn.Module, name: str, config: MethodConfig) -> ModelHook:
-        return SoftPrompt(model, config)
+    hook_class: ClassVar[type[ModelHook]] = SoftPrompt
 
     def config_to_file(self, config: PromptTuningConfig) -> dict[str, Any]:
         fields = {"num_virtual_tokens": config.num_virtual_tokens, "num_transformer_submodules": 1,

@@ -19,12 +19,33 @@ placeholder columns removed again, so they line up with the caller's `input_ids`
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from peftlab.core.protocol import Capabilities, Method, MethodConfig, ModelHook
+
 _CACHE_NAMES = ("cache", "past_key_values")
+
+
+class VirtualTokenMethod(Method):
+    """What prompt and prefix tuning declare alike: a model hook, no adapter layers, no merge.
+
+    Subclasses name their hook class in `hook_class`. Hugging Face PEFT saves a seq-cls head copy
+    of its prompt-learning methods under ``base_model.<path>`` (one wrapper less than its tuners).
+    """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        mergeable=False, exact_unmerge=False, identity_at_init=False, model_hook=True, supports_disable=True)
+    hf_module_prefix: ClassVar[str] = "base_model."
+    hook_class: ClassVar[type[ModelHook]]
+
+    def inject(self, model: nn.Module, name: str, config: MethodConfig) -> list[str]:
+        return []
+
+    def make_hook(self, model: nn.Module, name: str, config: MethodConfig) -> ModelHook:
+        return self.hook_class(model, config)
 
 
 def cache_argument(model: nn.Module) -> str:
