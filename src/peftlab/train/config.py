@@ -42,6 +42,12 @@ class TrainConfig:
     generate:         the final evaluation of a causal-LM task also decodes greedily and reports
                       BLEU / ROUGE-L (periodic evaluations report loss and perplexity only).
     max_new_tokens:   decoding length limit for `generate`.
+    checkpoint_every: write a checkpoint every N optimizer steps (None: never); see
+                      `peftlab.train.checkpoint` for what it holds and where it goes.
+    keep_checkpoints: how many of the newest checkpoints stay on disk (older ones are deleted).
+    stop_if_loss_rises_after: a fraction f of the run: from step f·total on, a logged window loss
+                      above the first logged one stops the run (`TrainingDivergedError`, reason
+                      "rising"); meant for learning-rate sweeps, where a rising loss wastes time.
     """
 
     learning_rate: float = 5e-4
@@ -65,14 +71,17 @@ class TrainConfig:
     chat: bool = False
     generate: bool = False
     max_new_tokens: int = 64
+    checkpoint_every: int | None = None
+    keep_checkpoints: int = 2
+    stop_if_loss_rises_after: float | None = None
 
     def __post_init__(self) -> None:
         check_range("learning_rate", self.learning_rate, 0, 1.0, low_inclusive=False)
         check_range("epochs", self.epochs, 0, None, low_inclusive=False)
         for name in ("batch_size", "grad_accum", "eval_batch_size", "log_every", "max_length",
-                     "max_new_tokens"):
+                     "max_new_tokens", "keep_checkpoints"):
             _check_int(name, getattr(self, name), 1)
-        for name in ("max_steps", "eval_every", "num_threads"):
+        for name in ("max_steps", "eval_every", "num_threads", "checkpoint_every"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), 1)
         if self.warmup_steps is not None:
@@ -81,6 +90,8 @@ class TrainConfig:
         check_range("weight_decay", self.weight_decay, 0, None)
         if self.max_grad_norm is not None:
             check_range("max_grad_norm", self.max_grad_norm, 0, None, low_inclusive=False)
+        if self.stop_if_loss_rises_after is not None:
+            check_range("stop_if_loss_rises_after", self.stop_if_loss_rises_after, 0, 1)
         _check_int("seed", self.seed, 0)
         check_choice("device", self.device, DEVICES)
 

@@ -7,6 +7,7 @@ any model-level hooks). One optimizer step:
     for each of grad_accum micro-batches (batch_size examples, padded to their longest row):
         loss_i = model(**batch).loss · items_i / items_step    # items: rows or target tokens
         loss_i.backward()                                       # gradients add up
+    (several processes: sum the gradients over ranks, see `peftlab.train.distributed`)
     clip ‖g‖₂ ≤ max_grad_norm;  AdamW step;  lr schedule step;  zero_grad(set_to_none)
 
 Weighting each micro-batch by its share of the step's items makes k micro-batches of b rows give
@@ -15,38 +16,50 @@ have different numbers of target tokens).
 
 Per-step overhead is kept small because the loop is timed against Hugging Face PEFT: the
 parameter dict is built once, the running loss stays on the device and is read (a sync) only
-every `log_every` steps, which is also where a NaN / infinite loss is caught.
+every `log_every` steps, which is also where a NaN / infinite loss (and, with
+`stop_if_loss_rises_after`, a rising loss) stops the run.
 
 Everything a resumed run needs lives in one `TrainState` (step, epoch, position in the epoch,
-optimizer, scheduler; the data order is recomputed from the seed and the epoch number).
+optimizer, scheduler; the data order is recomputed from the seed and the epoch number) plus the
+RNG states and the loss record, which `peftlab.train.checkpoint` writes every `checkpoint_every`
+steps. A checkpoint is only written from a finite state, so the last one stays good when a run
+diverges.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import math
-import resource
-import statistics
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from peftlab.core.model import PeftModel
 from peftlab.data.tasks import Task
 from peftlab.errors import ConfigError, PeftlabError
+from peftlab.train import checkpoint, distributed
 from peftlab.train.config import TrainConfig
 from peftlab.train.evaluate import evaluate, loss_items, make_collator
 from peftlab.train.report import write_run
+from peftlab.train.runtime import ProgressBar, cpu_time_s, peak_rss_mb, runtime, step_time_stats
 from peftlab.train.schedule import epoch_order, make_optimizer, make_scheduler, warmup_steps
 
 
 class TrainingDivergedError(PeftlabError):
-    """The training loss became NaN or infinite."""
+    """The run stopped: its loss (or weights) became non-finite, or its loss rose.
+
+    `reason` is "nonfinite" or "rising"; `step` is the optimizer step at which it was seen.
+    """
+
+    def __init__(self, message: str, reason: str, step: int) -> None:
+        super().__init__(message)
+        self.reason, self.step = reason, step
+
+    def __reduce__(self):  # picklable with its attributes (runs may report from worker processes)
+        return type(self), (str(self), self.reason, self.step)
 
 
 @dataclass
@@ -71,7 +84,8 @@ class TrainResult:
     Times are in seconds; `step_time` has the median and the 10th / 90th percentiles of the
     optimizer-step wall time (collation, forward, backward, update; evaluation excluded).
     `cpu_time_s` is the process's user + system CPU time over the run: on a shared machine it
-    shows how much of the wall time the run actually computed.
+    shows how much of the wall time the run actually computed. A resumed run's history and
+    evaluations include those before the checkpoint; its times count this process only.
     """
 
     steps: int
@@ -92,96 +106,6 @@ class TrainResult:
         return asdict(self)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' but no CUDA device is available: use device='auto' or 'cpu'")
-    return torch.device(name)
-
-
-def _step_time_stats(times: list[float]) -> dict[str, float]:
-    if not times:
-        return {}
-    ordered = sorted(times)
-
-    def quantile(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return {"median": statistics.median(ordered), "p10": quantile(0.1), "p90": quantile(0.9),
-            "mean": sum(ordered) / len(ordered), "count": len(ordered)}
-
-
-def _cpu_time_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-@contextlib.contextmanager
-def _runtime(peft_model: PeftModel, config: TrainConfig) -> Iterator[None]:
-    """Thread count, gradient checkpointing and train mode for the run, restored afterwards."""
-    threads, was_training = torch.get_num_threads(), peft_model.training
-    base = peft_model.model
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    if config.gradient_checkpointing:
-        if not getattr(base, "supports_gradient_checkpointing", False):
-            raise ConfigError(f"{type(base).__name__} does not support gradient checkpointing")
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        # Reentrant checkpointing (which models with their own checkpoint code may still use)
-        # skips the backward of a block whose inputs need no grad; with frozen embeddings (every
-        # PEFT method) nothing upstream needs grad, so make the embedding output require it.
-        base.enable_input_require_grads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        peft_model.train(was_training)
-        if config.gradient_checkpointing:
-            base.gradient_checkpointing_disable()
-            base.disable_input_require_grads()
-
-
-class _Progress:
-    """A rich progress bar with loss, rates and ETA; a no-op when disabled.
-
-    When the output is not a terminal (a log file, CI), each loss update is printed as a line
-    instead, since a live bar cannot be redrawn there.
-    """
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled,
-        )
-        self.lines = enabled and not self.bar.console.is_terminal
-        self.total = total
-        self.task = self.bar.add_task("train", total=total, loss="-", rate="")
-
-    def __enter__(self) -> "_Progress":
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.__exit__(*exc)
-
-    def advance(self) -> None:
-        self.bar.advance(self.task)
-
-    def show(self, **fields: Any) -> None:
-        self.bar.update(self.task, **fields)
-        if self.lines and "loss" in fields:
-            task = self.bar.tasks[0]
-            remaining = task.time_remaining
-            self.bar.console.print(f"step {int(task.completed)}/{self.total} loss {fields['loss']} "
-                                   f"{fields.get('rate', '')} ETA {remaining or 0:.0f} s", highlight=False)
-
-
 def train(
     peft_model: PeftModel,
     task: Task,
@@ -191,22 +115,33 @@ def train(
     out_dir: str | Path | None = None,
     progress: bool = True,
     dev_examples=None,
+    checkpoint_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
 ) -> TrainResult:
     """Train the active adapters of `peft_model` on `task.train`; score on the dev set.
 
     `dev_examples` replaces `task.dev` for periodic and final evaluation (e.g. a validation split
     from `task.split_validation`). With `out_dir`, the adapter and `metrics.json` are written
-    there at the end (see `peftlab.train.report`). The model is left on the run's device, in the
-    train/eval mode it had before.
+    there at the end (see `peftlab.train.report`). With `config.checkpoint_every`, checkpoints go
+    to `checkpoint_dir` (default `out_dir/checkpoints`); `resume_from` (a checkpoint folder or a
+    checkpoints folder) continues a run exactly where its checkpoint left it. Under `torchrun`
+    the run is data-parallel (`peftlab.train.distributed`); rank 0 alone writes files and
+    evaluates, and the other ranks' results have no dev metrics. The model is left on the run's
+    device, in the train/eval mode it had before.
     """
     if not task.train:
         raise ConfigError(f"task {task.name!r} has no training examples")
     params = peft_model.trainable_parameters()
     if not params:
         raise ConfigError("the model has no trainable parameters: apply an adapter first")
-    device = resolve_device(config.device)
+    if config.checkpoint_every and checkpoint_dir is None:
+        if out_dir is None:
+            raise ConfigError("checkpoint_every is set but there is nowhere to write: pass out_dir or checkpoint_dir")
+        checkpoint_dir = Path(out_dir) / checkpoint.CHECKPOINTS
+    ddp = distributed.setup(config.device)
+    peft_model.to(ddp.device)
+    ddp.broadcast_parameters(list(params.values()))
     dev = task.dev if dev_examples is None else tuple(dev_examples)
-    peft_model.to(device)
 
     batches_per_epoch = math.ceil(len(task.train) / config.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
@@ -214,26 +149,30 @@ def train(
     optimizer = make_optimizer(params, config)
     state = TrainState(0, 0, 0, optimizer, make_scheduler(optimizer, warmup_steps(config, total), total))
     result = TrainResult(steps=0, epochs=0.0, examples_seen=0)
+    loop = _Loop(peft_model, list(params.values()), ddp, task, tokenizer, config, state, total,
+                 batches_per_epoch, dev, result, checkpoint_dir)
+    if resume_from is not None:
+        loop.resume(checkpoint.find_checkpoint(resume_from))
 
-    started, cpu_started = time.perf_counter(), _cpu_time_s()
-    with _runtime(peft_model, config), _Progress(total, progress) as bar:
-        _run(peft_model, list(params.values()), device, task, tokenizer, config, state, total,
-             batches_per_epoch, dev, result, bar)
+    started, cpu_started = time.perf_counter(), cpu_time_s()
+    with runtime(peft_model, config), ProgressBar(total, progress and ddp.main, state.step) as bar:
+        loop.run(bar)
         evaluated = time.perf_counter()
         if result.evaluations and result.evaluations[-1]["step"] == state.step and not config.generate:
             result.final_metrics = result.evaluations[-1]["dev"]
-        elif dev:
+        elif dev and ddp.main:
             bar.show(description="evaluate")
             result.final_metrics = _evaluate(peft_model, task, tokenizer, config, dev, final=True)
         result.eval_time_s += time.perf_counter() - evaluated
         bar.show(description="done")
     result.wall_time_s = time.perf_counter() - started
-    result.cpu_time_s = _cpu_time_s() - cpu_started
-    result.peak_rss_mb = _peak_rss_mb()
-    if device.type == "cuda":
-        result.peak_gpu_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20
-    if out_dir is not None:
+    result.cpu_time_s = cpu_time_s() - cpu_started
+    result.peak_rss_mb = peak_rss_mb()
+    if ddp.device.type == "cuda":
+        result.peak_gpu_memory_mb = torch.cuda.max_memory_allocated(ddp.device) / 2**20
+    if out_dir is not None and ddp.main:
         write_run(out_dir, peft_model, task, config, result)
+    ddp.barrier()
     return result
 
 
@@ -259,70 +198,171 @@ def _step_indices(state: TrainState, config: TrainConfig, num_examples: int, bat
     return [order[j * size:(j + 1) * size] for j in range(start, stop)]
 
 
-def _run(peft_model: PeftModel, param_list: list[torch.nn.Parameter], device: torch.device, task: Task, tokenizer,
-         config: TrainConfig, state: TrainState, total: int, batches_per_epoch: int, dev, result: TrainResult,
-         bar: _Progress) -> None:
-    collate = make_collator(task, tokenizer, config.max_length, config.chat)
-    optimizer, scheduler = state.optimizer, state.scheduler
-    orders: dict[int, list[int]] = {}
-    step_times: list[float] = []
-    window_loss = torch.zeros((), device=device)  # summed step losses since the last log, on device
-    window_steps, window_examples, window_start = 0, 0, time.perf_counter()
+def _nonfinite_loss(value: float, step: int, config: TrainConfig) -> TrainingDivergedError:
+    return TrainingDivergedError(
+        f"the training loss became {value} by step {step} (checked every {config.log_every} steps): lower the "
+        f"learning rate (now {config.learning_rate}), keep max_grad_norm set, or check the data", "nonfinite", step)
 
-    torch.manual_seed(config.seed)  # the dropout stream
-    peft_model.train()
-    optimizer.zero_grad(set_to_none=True)
-    while state.step < total:
-        step_start = time.perf_counter()
-        batches = [collate([task.train[i] for i in rows])
-                   for rows in _step_indices(state, config, len(task.train), batches_per_epoch, orders)]
-        step_items = max(1, sum(loss_items(b["labels"]) for b in batches))
-        step_examples = sum(len(b["labels"]) for b in batches)
-        for batch in batches:
-            weight = loss_items(batch["labels"]) / step_items
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                loss = peft_model(**batch).loss.float() * weight
+
+class _Loop:
+    """The optimisation steps of one run, with logging, checks, evaluation and checkpoints.
+
+    The loss window sums the (item-weighted) step losses since the last log on the device; with
+    several ranks each holds its share, summed over the ranks when it is read.
+    """
+
+    def __init__(self, peft_model: PeftModel, params: list[torch.nn.Parameter], ddp: distributed.Distributed,
+                 task: Task, tokenizer, config: TrainConfig, state: TrainState, total: int, batches_per_epoch: int,
+                 dev, result: TrainResult, checkpoint_dir: str | Path | None) -> None:
+        self.model, self.params, self.ddp, self.task, self.tokenizer = peft_model, params, ddp, task, tokenizer
+        self.config, self.state, self.total, self.batches_per_epoch = config, state, total, batches_per_epoch
+        self.dev, self.result, self.checkpoint_dir = dev, result, checkpoint_dir
+        self.collate = make_collator(task, tokenizer, config.max_length, config.chat)
+        self.orders: dict[int, list[int]] = {}
+        self.step_times: list[float] = []
+        self.window_loss = torch.zeros((), device=ddp.device)  # summed step losses since the last log
+        self.window_steps, self.window_examples = 0, 0
+        self.resumed: tuple[Path, dict[str, Any]] | None = None  # (checkpoint, its state.json) after resume()
+
+    @property
+    def epoch(self) -> float:
+        return self.state.epoch + self.state.batch_in_epoch / self.batches_per_epoch
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        return checkpoint.data_fingerprint(self.task.train)
+
+    def resume(self, folder: Path) -> None:
+        record = checkpoint.read_checkpoint(folder)
+        checkpoint.check_compatible(record, folder, config=self.config, peft_model=self.model,
+                                    fingerprint=self.fingerprint, world_size=self.ddp.world_size)
+        checkpoint.restore(folder, record, peft_model=self.model, optimizer=self.state.optimizer,
+                           scheduler=self.state.scheduler)
+        self.state.step, self.state.epoch, self.state.batch_in_epoch = (
+            record["step"], record["epoch"], record["batch_in_epoch"])
+        progress = record["progress"]
+        self.result.history, self.result.evaluations = progress["history"], progress["evaluations"]
+        self.result.examples_seen, self.result.steps = progress["examples_seen"], self.state.step
+        self.result.epochs = self.epoch
+        window = progress["window"]
+        self.window_loss.fill_(window["loss"] if self.ddp.main else 0.0)  # rank 0 carries the whole sum
+        self.window_steps, self.window_examples = window["steps"], window["examples"]
+        self.resumed = folder, record
+
+    def run(self, bar: ProgressBar) -> None:
+        self.bar = bar
+        if self.resumed is None:
+            torch.manual_seed(self.config.seed + 1_000_003 * self.ddp.rank)  # each rank's dropout stream
+        else:  # the streams continue where the checkpoint left them
+            checkpoint.restore_rng(*self.resumed, self.ddp.rank, self.ddp.device)
+        self.window_start = time.perf_counter()
+        self.model.train()
+        self.state.optimizer.zero_grad(set_to_none=True)
+        config, state = self.config, self.state
+        while state.step < self.total:
+            self.step()
+            if state.step % config.log_every == 0 or state.step == self.total:
+                self.log()
+            if config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                self.save()
+            if config.eval_every and state.step % config.eval_every == 0 and self.dev:
+                self.evaluate()
+        self.result.train_time_s = sum(self.step_times)
+        self.result.step_time = step_time_stats(self.step_times)
+
+    def step(self) -> None:
+        """One optimizer step over this rank's share of the next grad_accum micro-batches."""
+        started, state, config = time.perf_counter(), self.state, self.config
+        rows = _step_indices(state, config, len(self.task.train), self.batches_per_epoch, self.orders)
+        batches = [self.collate([self.task.train[i] for i in mine]) if mine else None
+                   for mine in map(self.ddp.shard, rows)]
+        local_items = [loss_items(b["labels"]) if b is not None else 0 for b in batches]
+        step_items = max(1, sum(self.ddp.sum_counts(local_items)))
+        for batch, items in zip(batches, local_items):
+            if batch is None:
+                continue
+            batch = {k: v.to(self.ddp.device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(self.ddp.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                loss = self.model(**batch).loss.float() * (items / step_items)
             loss.backward()
-            window_loss += loss.detach()
+            self.window_loss += loss.detach()
+        self.ddp.reduce_gradients(self.params)
         if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(param_list, config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+            torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
+        state.optimizer.step()
+        state.scheduler.step()
+        state.optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        window_steps += 1
-        window_examples += step_examples
-        result.examples_seen += step_examples
-        step_times.append(time.perf_counter() - step_start)
-        bar.advance()
+        step_examples = sum(len(r) for r in rows)
+        self.window_steps += 1
+        self.window_examples += step_examples
+        self.result.examples_seen += step_examples
+        self.result.steps, self.result.epochs = state.step, self.epoch
+        self.step_times.append(time.perf_counter() - started)
+        self.bar.advance()
 
-        epoch = state.epoch + state.batch_in_epoch / batches_per_epoch
-        if state.step % config.log_every == 0 or state.step == total:
-            mean_loss = window_loss.item() / window_steps
-            if not math.isfinite(mean_loss):
-                raise TrainingDivergedError(
-                    f"the training loss became {mean_loss} by step {state.step} (checked every "
-                    f"{config.log_every} steps): lower the learning rate (now {config.learning_rate}), "
-                    "keep max_grad_norm set, or check the data")
-            elapsed = time.perf_counter() - window_start
-            record = {"step": state.step, "epoch": round(epoch, 4), "loss": mean_loss,
-                      "learning_rate": scheduler.get_last_lr()[0],
-                      "steps_per_s": window_steps / elapsed, "examples_per_s": window_examples / elapsed}
-            result.history.append(record)
-            bar.show(loss=f"{mean_loss:.4f}",
-                     rate=f"{record['steps_per_s']:.2f} step/s {record['examples_per_s']:.0f} ex/s")
-            window_loss.zero_()
-            window_steps, window_examples, window_start = 0, 0, time.perf_counter()
-        result.steps, result.epochs = state.step, epoch
+    def _window_sum(self) -> float:
+        """The loss window summed over the ranks (a sync); afterwards rank 0 alone holds it."""
+        total = self.ddp.sum_(self.window_loss.clone()).item()
+        self.window_loss.fill_(total if self.ddp.main else 0.0)
+        return total
 
-        if config.eval_every and state.step % config.eval_every == 0 and dev:
+    def log(self) -> None:
+        """Record the window's mean loss; stop on a non-finite or (if asked) a rising loss."""
+        step, config = self.state.step, self.config
+        mean_loss = self._window_sum() / self.window_steps
+        if not math.isfinite(mean_loss):
+            raise _nonfinite_loss(mean_loss, step, config)
+        history = self.result.history
+        fraction = config.stop_if_loss_rises_after
+        if fraction is not None and history and step >= fraction * self.total and mean_loss > history[0]["loss"]:
+            raise TrainingDivergedError(
+                f"the training loss rose from {history[0]['loss']:.4f} (step {history[0]['step']}) to "
+                f"{mean_loss:.4f} at step {step} of {self.total} (stop_if_loss_rises_after={fraction}): lower "
+                f"the learning rate (now {config.learning_rate})", "rising", step)
+        elapsed = time.perf_counter() - self.window_start
+        record = {"step": step, "epoch": round(self.epoch, 4), "loss": mean_loss,
+                  "learning_rate": self.state.scheduler.get_last_lr()[0],
+                  "steps_per_s": self.window_steps / elapsed, "examples_per_s": self.window_examples / elapsed}
+        history.append(record)
+        self.bar.show(loss=f"{mean_loss:.4f}",
+                      rate=f"{record['steps_per_s']:.2f} step/s {record['examples_per_s']:.0f} ex/s")
+        self.window_loss.zero_()
+        self.window_steps, self.window_examples, self.window_start = 0, 0, time.perf_counter()
+
+    def save(self) -> None:
+        """Write a checkpoint (rank 0) unless the state is non-finite, which stops the run instead."""
+        step, window = self.state.step, self._window_sum()
+        if not math.isfinite(window):
+            raise _nonfinite_loss(window / max(1, self.window_steps), step, self.config)
+        finite = torch.stack([p.detach().isfinite().all() for p in self.params]).all()
+        if not bool(finite):  # the last update overflowed although the loss before it was finite
+            raise TrainingDivergedError(
+                f"the trainable weights became non-finite at step {step}: lower the learning rate (now "
+                f"{self.config.learning_rate}) or keep max_grad_norm set", "nonfinite", step)
+        rng_states = self.ddp.gather_objects(checkpoint.capture_rng(self.ddp.device))
+        if self.ddp.main:
+            saved = time.perf_counter()
+            state = self.state
+            checkpoint.save_checkpoint(
+                self.checkpoint_dir, peft_model=self.model, optimizer=state.optimizer, scheduler=state.scheduler,
+                position={"step": step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch},
+                progress={"history": self.result.history, "evaluations": self.result.evaluations,
+                          "examples_seen": self.result.examples_seen,
+                          "window": {"loss": window, "steps": self.window_steps, "examples": self.window_examples}},
+                config=self.config, fingerprint=self.fingerprint, rng_states=rng_states,
+                keep=self.config.keep_checkpoints)
+            self.window_start += time.perf_counter() - saved  # writing is not training time
+        self.ddp.barrier()
+
+    def evaluate(self) -> None:
+        """Score the dev set on rank 0 (the other ranks wait) and record it."""
+        if self.ddp.main:
             evaluated = time.perf_counter()
-            bar.show(description="evaluate")
-            metrics = _evaluate(peft_model, task, tokenizer, config, dev)
-            result.evaluations.append({"step": state.step, "epoch": round(epoch, 4), "dev": metrics})
-            bar.show(description="train")
-            result.eval_time_s += time.perf_counter() - evaluated
-            window_start += time.perf_counter() - evaluated  # evaluation is not training time
-    result.train_time_s = sum(step_times)
-    result.step_time = _step_time_stats(step_times)
+            self.bar.show(description="evaluate")
+            metrics = _evaluate(self.model, self.task, self.tokenizer, self.config, self.dev)
+            self.result.evaluations.append({"step": self.state.step, "epoch": round(self.epoch, 4), "dev": metrics})
+            self.bar.show(description="train")
+            self.result.eval_time_s += time.perf_counter() - evaluated
+            self.window_start += time.perf_counter() - evaluated  # evaluation is not training time
+        self.ddp.barrier()

@@ -1,0 +1,113 @@
+"""The run's surroundings: device, threads, gradient checkpointing, progress bar and cost counters.
+
+None of this changes what the loop computes; it sets up where and how it runs and reports how
+long it took, so the loop itself (`peftlab.train.loop`) reads as the optimisation algorithm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import statistics
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from peftlab.core.model import PeftModel
+from peftlab.errors import ConfigError
+from peftlab.train.config import TrainConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when present, else CPU; "cuda" without a CUDA device is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but no CUDA device is available: use device='auto' or 'cpu'")
+    return torch.device(name)
+
+
+def step_time_stats(times: list[float]) -> dict[str, float]:
+    """Median, 10th / 90th percentile, mean and count of per-step wall times (seconds)."""
+    if not times:
+        return {}
+    ordered = sorted(times)
+
+    def quantile(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"median": statistics.median(ordered), "p10": quantile(0.1), "p90": quantile(0.9),
+            "mean": sum(ordered) / len(ordered), "count": len(ordered)}
+
+
+def cpu_time_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+@contextlib.contextmanager
+def runtime(peft_model: PeftModel, config: TrainConfig) -> Iterator[None]:
+    """Thread count, gradient checkpointing and train mode for the run, restored afterwards."""
+    threads, was_training = torch.get_num_threads(), peft_model.training
+    base = peft_model.model
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    if config.gradient_checkpointing:
+        if not getattr(base, "supports_gradient_checkpointing", False):
+            raise ConfigError(f"{type(base).__name__} does not support gradient checkpointing")
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Reentrant checkpointing (which models with their own checkpoint code may still use)
+        # skips the backward of a block whose inputs need no grad; with frozen embeddings (every
+        # PEFT method) nothing upstream needs grad, so make the embedding output require it.
+        base.enable_input_require_grads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        peft_model.train(was_training)
+        if config.gradient_checkpointing:
+            base.gradient_checkpointing_disable()
+            base.disable_input_require_grads()
+
+
+class ProgressBar:
+    """A rich progress bar with loss, rates and ETA; a no-op when disabled.
+
+    When the output is not a terminal (a log file, CI), each loss update is printed as a line
+    instead, since a live bar cannot be redrawn there. `completed` starts a resumed run's bar
+    at the step it resumes from.
+    """
+
+    def __init__(self, total: int, enabled: bool, completed: int = 0) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled,
+        )
+        self.lines = enabled and not self.bar.console.is_terminal
+        self.total = total
+        self.task = self.bar.add_task("train", total=total, completed=completed, loss="-", rate="")
+
+    def __enter__(self) -> "ProgressBar":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def advance(self) -> None:
+        self.bar.advance(self.task)
+
+    def show(self, **fields: Any) -> None:
+        self.bar.update(self.task, **fields)
+        if self.lines and "loss" in fields:
+            task = self.bar.tasks[0]
+            remaining = task.time_remaining
+            self.bar.console.print(f"step {int(task.completed)}/{self.total} loss {fields['loss']} "
+                                   f"{fields.get('rate', '')} ETA {remaining or 0:.0f} s", highlight=False)
