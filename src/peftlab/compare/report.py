@@ -224,12 +224,15 @@ def _sweep_section(results: dict[str, Any]) -> str:
             continue
         points = ", ".join(f"{p['learning_rate']:g} → " + ("diverged" if p["diverged"] or p["score"] is None
                                                           else f"{p['score']:.3f}") for p in sweep["points"])
-        rows.append([r["method"], points, f"**{r['config']['learning_rate']:g}**"])
+        wall = f"{sweep['wall_s']:.0f}" if "wall_s" in sweep else "–"
+        rows.append([r["method"], points, f"**{r['config']['learning_rate']:g}**", wall])
     first = swept[0]["config"]["sweep"]
+    total = sum(r["config"]["sweep"].get("wall_s", 0.0) for r in swept)
     return (f"## Learning-rate sweep\n\nEach rate trained on the same budget on the training rows minus a "
             f"validation split of {first.get('validation_rows', '?')} rows, scored by validation "
-            f"{first.get('metric', '?')}; the dev set above was never read by the sweep.\n\n"
-            + _table(["method", "rate → validation score", "chosen"], rows))
+            f"{first.get('metric', '?')}; the dev set above was never read by the sweep. The sweep took "
+            f"{total:.0f} s of wall time in all.\n\n"
+            + _table(["method", "rate → validation score", "chosen", "sweep wall s"], rows))
 
 
 def render_report(results: dict[str, Any]) -> str:

@@ -74,18 +74,32 @@ def run_info(plan: ComparePlan, command: str | None) -> dict[str, Any]:
 
 def tune_learning_rates(plan: ComparePlan, scratch: Path, console: Console, progress: bool,
                         timeout: float | None) -> ComparePlan:
-    """The plan with each method's learning rate chosen by its sweep (the literature rate if it failed)."""
+    """The plan with each method's learning rate chosen by its sweep (the literature rate if it failed).
+
+    The cost is announced before the first run (runs and optimizer steps, relative to the
+    comparison's own training) and, once a method's sweep has run, as a time left extrapolated from
+    the seconds per sweep step measured so far. Each sweep records its wall time (`wall_s`).
+    """
     from peftlab.compare.sweep import sweep_grid
 
     runs = sum(len(sweep_grid(m)) for m in plan.methods)
-    console.print(f"learning-rate sweep first: {runs} runs of {plan.budget.steps} steps, about "
-                  f"{runs / len(plan.methods):.0f}x the comparison's own training time")
-    tuned = []
-    for method in plan.methods:
+    steps = runs * plan.budget.steps
+    console.print(f"learning-rate sweep first: {runs} runs of {plan.budget.steps} steps ({steps:,} steps, "
+                  f"{runs / len(plan.methods):.0f}x the comparison's own {len(plan.methods) * plan.budget.steps:,}); "
+                  "diverging runs stop early")
+    tuned, spent, steps_done = [], 0.0, 0
+    for index, method in enumerate(plan.methods, 1):
         grid = ", ".join(f"{rate:g}" for rate in sweep_grid(method))
-        console.rule(f"sweep {method.method}: lr {grid}")
+        console.rule(f"sweep {index}/{len(plan.methods)} {method.method}: lr {grid}")
+        began = time.perf_counter()
         sweep = spawn({"phase": "sweep", "plan": plan.to_dict(), "method": method.method, "progress": progress},
                       scratch, f"sweep-{method.method}", timeout)
+        sweep["wall_s"] = time.perf_counter() - began
+        spent += sweep["wall_s"]
+        steps_done += len(sweep_grid(method)) * plan.budget.steps
+        if index < len(plan.methods):
+            console.print(f"sweep {method.method}: {sweep['wall_s']:.0f} s; about "
+                          f"{spent / steps_done * (steps - steps_done) / 60:.1f} min of sweeping left")
         chosen = sweep.get("chosen")
         tuned.append(dataclasses.replace(method, learning_rate=chosen or method.learning_rate, sweep=sweep))
     return dataclasses.replace(plan, methods=tuple(tuned))
