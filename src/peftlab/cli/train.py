@@ -3,6 +3,9 @@
     peftlab train --method lora --model minilm --data sst2 --out runs/lora --r 16 --alpha 32
     peftlab eval runs/lora --model minilm --data sst2
     peftlab merge runs/lora --model minilm --out runs/lora-merged
+    peftlab train ... --out runs/lora --checkpoint-every 200        # runs/lora/checkpoints/step-200/ ...
+    peftlab train ... --out runs/lora --resume runs/lora/checkpoints  # continue from the latest one
+    torchrun --nproc_per_node=2 -m peftlab train ...                  # data-parallel, same global batch
 
 `--model` takes a known name (minilm, smollm2), a local Hugging Face folder or a .gguf file;
 `--data` an embedded task (sst2, e2e), a folder with train/dev files, or one CSV/TSV/JSONL file.
@@ -47,10 +50,10 @@ def _load_model(model: str, task):
     return load_model(model, task.kind, num_labels=task.num_labels if task.kind == "classification" else None)
 
 
-def _print_metrics(title: str, metrics: dict) -> None:
+def _print_metrics(title: str, metrics: dict, echo=typer.echo) -> None:
     shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                       for k, v in metrics.items() if k != "samples")
-    typer.echo(f"{title}: {shown}")
+    echo(f"{title}: {shown}")
 
 
 def train_command(
@@ -91,18 +94,36 @@ def train_command(
     prompt_col: PromptCol = None,
     target_col: TargetCol = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+    checkpoint_every: Annotated[Optional[int], typer.Option(
+        "--checkpoint-every", help="Write a checkpoint every N optimizer steps.")] = None,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option(
+        "--checkpoint-dir", help="Folder for checkpoints [<out>/checkpoints].")] = None,
+    keep_checkpoints: Annotated[Optional[int], typer.Option(
+        "--keep-checkpoints", help="Newest checkpoints kept on disk [2].")] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        "--resume", help="Continue from a checkpoint folder, or the latest one in a checkpoints folder.")] = None,
+    stop_if_loss_rises_after: Annotated[Optional[float], typer.Option(
+        "--stop-if-loss-rises-after",
+        help="Fraction of the run after which a loss above the first logged one stops it (LR sweeps).")] = None,
 ) -> None:
-    """Fine-tune a model with one method and write the adapter plus metrics.json to --out."""
+    """Fine-tune a model with one method and write the adapter plus metrics.json to --out.
+
+    Under torchrun (or accelerate launch) every process runs this command; rank 0 alone prints
+    and writes files.
+    """
     from peftlab.cli.main import command_line
     from peftlab.cli.options import method_config
-    from peftlab.train import TrainConfig, train, write_run
+    from peftlab.train import TrainConfig, distributed, train, write_run
+    from peftlab.train.checkpoint import CHECKPOINTS
 
     flags = {"r": r, "alpha": alpha, "target_modules": targets, "dropout": dropout}
     config = method_config(method, {k: v for k, v in flags.items() if v is not None}, settings or [])
     chosen = {"learning_rate": lr, "epochs": epochs, "max_steps": steps, "batch_size": batch_size,
               "grad_accum": grad_accum, "warmup_ratio": warmup_ratio, "warmup_steps": warmup_steps,
               "weight_decay": weight_decay, "eval_every": eval_every, "log_every": log_every,
-              "max_length": max_length, "num_threads": threads, "device": device}
+              "max_length": max_length, "num_threads": threads, "device": device,
+              "checkpoint_every": checkpoint_every, "keep_checkpoints": keep_checkpoints,
+              "stop_if_loss_rises_after": stop_if_loss_rises_after}
     train_config = TrainConfig(seed=seed, bf16=bf16, gradient_checkpointing=gradient_checkpointing, chat=chat,
                                generate=generate, **{k: v for k, v in chosen.items() if v is not None})
     if max_grad_norm is not None:
@@ -112,22 +133,31 @@ def train_command(
 
     import peftlab
 
+    ddp = distributed.setup(train_config.device)  # joins the process group under torchrun
+    echo = typer.echo if ddp.main else (lambda *_: None)
     task = _load_task(data, max_train, max_dev, text_col=text_col, text_pair_col=text_pair_col,
                       label_col=label_col, prompt_col=prompt_col, target_col=target_col)
     torch.manual_seed(seed)  # the new head's and the adapter's initial weights
     loaded = _load_model(model, task)
     peft_model = peftlab.apply(loaded.model, config)
     trainable, total = peft_model.count_parameters()
-    typer.echo(f"{method} on {loaded.name} / {task.name}: {len(task.train)} train, {len(task.dev)} dev; "
-               f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
-    result = train(peft_model, task, loaded.tokenizer, train_config, progress=progress)
-    extra = {"model": {"name": model, "source_path": loaded.source_path, "class": type(loaded.model).__name__},
-             "data": data}
-    write_run(out, peft_model, task, train_config, result, extra, command_line(ctx))
-    _print_metrics("dev", result.final_metrics)
+    runtime = [str(ddp.device)] + ["bf16"] * bf16 + ["gradient checkpointing"] * gradient_checkpointing
+    if ddp.world_size > 1:
+        runtime.append(f"{ddp.world_size} processes")
+    echo(f"{method} on {loaded.name} / {task.name}: {len(task.train)} train, {len(task.dev)} dev; "
+         f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%); {', '.join(runtime)}")
+    result = train(peft_model, task, loaded.tokenizer, train_config, progress=progress,
+                   checkpoint_dir=checkpoint_dir or out / CHECKPOINTS, resume_from=resume)
+    if ddp.main:
+        extra = {"model": {"name": model, "source_path": loaded.source_path, "class": type(loaded.model).__name__},
+                 "data": data}
+        write_run(out, peft_model, task, train_config, result, extra, command_line(ctx))
+    _print_metrics("dev", result.final_metrics, echo)
     step = result.step_time.get("median", 0.0)
-    typer.echo(f"{result.steps} steps in {result.wall_time_s:.1f} s (median step {step * 1000:.0f} ms); "
-               f"adapter and metrics.json written to {out}")
+    echo(f"{result.steps} steps in {result.wall_time_s:.1f} s (median step {step * 1000:.0f} ms); "
+         f"adapter and metrics.json written to {out}")
+    ddp.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
+    distributed.shutdown()
 
 
 def eval_command(

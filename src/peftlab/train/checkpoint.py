@@ -232,7 +232,7 @@ def find_checkpoint(path: str | Path) -> Path:
         raise CheckpointError(f"--resume {path}: no such folder; give a checkpoint folder or a checkpoints folder")
     if is_complete(path):
         return path
-    if (path / COMPLETE).exists() or _TEMPORARY.fullmatch(path.name):
+    if _STEP.fullmatch(path.name) or _TEMPORARY.fullmatch(path.name) or (path / STATE).exists():
         raise CheckpointError(f"{path} is an incomplete checkpoint (its writer was stopped): resume from "
                               f"{path.parent} to take the latest complete one")
     directory = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path

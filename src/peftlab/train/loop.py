@@ -263,10 +263,10 @@ class _Loop:
             self.step()
             if state.step % config.log_every == 0 or state.step == self.total:
                 self.log()
-            if config.checkpoint_every and state.step % config.checkpoint_every == 0:
-                self.save()
             if config.eval_every and state.step % config.eval_every == 0 and self.dev:
                 self.evaluate()
+            if config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                self.save()  # after the evaluation of the same step, which it then records
         self.result.train_time_s = sum(self.step_times)
         self.result.step_time = step_time_stats(self.step_times)
 
