@@ -22,6 +22,8 @@ _EXPORTS = {
     "PeftModel": "peftlab.core.model",
     "get_method": "peftlab.core.registry",
     "make_config": "peftlab.core.registry",
+    "CombinationConfig": "peftlab.core.combination",
+    "Component": "peftlab.core.combination",
     "method_names": "peftlab.core.registry",
     "load_adapter": "peftlab.core.files",
     "save_adapter": "peftlab.core.files",
@@ -49,7 +51,11 @@ def __getattr__(name: str) -> Any:
 
 
 def apply(model, config, adapter_name: str = "default"):
-    """Attach a new adapter configured by `config` to `model` (a base model or a PeftModel)."""
+    """Attach a new adapter configured by `config` to `model` (a base model or a PeftModel).
+
+    A `CombinationConfig` (e.g. `make_config("lora+prompt")`) attaches all its components as one
+    unit named `adapter_name`, every part active.
+    """
     from peftlab.core.model import PeftModel
 
     peft_model = model if isinstance(model, PeftModel) else PeftModel(model)

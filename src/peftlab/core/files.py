@@ -10,6 +10,7 @@
 
 Keys carry no adapter name, as Hugging Face PEFT writes them. Loading is strict: missing,
 unexpected and shape-mismatched keys are reported together, by category, in one error.
+A combination of methods is saved as one folder of such folders (see `core/combination_files.py`).
 """
 
 from __future__ import annotations
@@ -83,7 +84,13 @@ def adapter_file_config(peft_model: PeftModel, name: str) -> dict[str, Any]:
 
 
 def save_adapter(peft_model: PeftModel, folder: str | Path, name: str = "default") -> Path:
-    """Write adapter `name` to `folder` (created if needed); each file is written atomically."""
+    """Write adapter `name` to `folder` (created if needed); each file is written atomically.
+
+    A combination is written as one unit: a subfolder per component plus a manifest."""
+    if name in peft_model.combinations:
+        from peftlab.core.combination_files import save_combination  # it imports this module
+
+        return save_combination(peft_model, folder, name)
     if name not in peft_model.configs:
         raise PeftlabError(f"unknown adapter {name!r}: existing adapters are {list(peft_model.configs)}")
     folder = Path(folder)
@@ -153,31 +160,42 @@ def _base_weights_in_file(peft_model: PeftModel, found: dict[str, torch.Tensor],
 
 
 def load_adapter(model: nn.Module, folder: str | Path, name: str = "default") -> PeftModel:
-    """Attach the adapter saved in `folder` to `model` (a base model or a PeftModel) as `name`."""
+    """Attach the adapter saved in `folder` to `model` (a base model or a PeftModel) as `name`.
+
+    A combination folder (with its manifest) restores every component, all active."""
+    from peftlab.core.combination_files import is_combination_folder, load_combination
+
     folder = Path(folder)
+    if is_combination_folder(folder):
+        return load_combination(model, folder, name)
     fields = read_adapter_config(folder)
     _, config = method_and_config_from_file(fields)
     found = _read_tensors(folder / WEIGHTS_NAME)
     peft_model = model if isinstance(model, PeftModel) else PeftModel(model)
     peft_model.add_adapter(name, config)
     try:
-        expected = adapter_state(peft_model, name)
-        root = peft_model.method(name).hf_module_prefix
-        base_extras = _base_weights_in_file(peft_model, found, expected, root)
-        _check_keys(expected, {k: v for k, v in found.items() if k not in base_extras}, folder / WEIGHTS_NAME)
-        with torch.no_grad():
-            for key, param in base_extras.items():
-                param.copy_(found[key].to(param.dtype))
-        for path, layer in peft_model.adapter_layers(name):
-            prefix = f"{root}{file_path(path)}."
-            layer.load_file_state(name, {key: found[prefix + key] for key in layer.file_state(name)})
-        base_params = peft_model.method(name).base_parameters_to_train(peft_model, name, peft_model.configs[name])
-        with torch.no_grad():
-            for key, param in base_params.items():
-                param.copy_(found[root + key].to(param.dtype))
-        if name in peft_model.hooks:
-            peft_model.hooks[name].load_file_state({k: v for k, v in found.items() if not k.startswith(root)})
+        fill_adapter(peft_model, name, found, folder / WEIGHTS_NAME)
     except PeftlabError:
         peft_model.delete_adapter(name)
         raise
     return peft_model
+
+
+def fill_adapter(peft_model: PeftModel, name: str, found: dict[str, torch.Tensor], source: Path) -> None:
+    """Copy the file tensors `found` (read from `source`) into the attached adapter `name`, strictly."""
+    expected = adapter_state(peft_model, name)
+    root = peft_model.method(name).hf_module_prefix
+    base_extras = _base_weights_in_file(peft_model, found, expected, root)
+    _check_keys(expected, {k: v for k, v in found.items() if k not in base_extras}, source)
+    with torch.no_grad():
+        for key, param in base_extras.items():
+            param.copy_(found[key].to(param.dtype))
+    for path, layer in peft_model.adapter_layers(name):
+        prefix = f"{root}{file_path(path)}."
+        layer.load_file_state(name, {key: found[prefix + key] for key in layer.file_state(name)})
+    base_params = peft_model.method(name).base_parameters_to_train(peft_model, name, peft_model.configs[name])
+    with torch.no_grad():
+        for key, param in base_params.items():
+            param.copy_(found[root + key].to(param.dtype))
+    if name in peft_model.hooks:
+        peft_model.hooks[name].load_file_state({k: v for k, v in found.items() if not k.startswith(root)})

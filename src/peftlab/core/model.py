@@ -8,6 +8,10 @@
 
 Trainable parameters, freezing, state dicts, merge and unmerge all derive from what those four
 declare. Merging is explicit (`merge()` / `unmerge()`); nothing happens in `train()` / `eval()`.
+
+Several methods can form one unit (`CombinationConfig`, see `core/combination.py`): its parts are
+ordinary adapters "<name>:<component>", and the combination's name stands for all of them. A
+forward pass can give each row its own adapters (`adapter_names=`, see `core/row_selection.py`).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from peftlab.core import combination as combo
 from peftlab.core.modules_to_save import ModulesToSave
 from peftlab.core.protocol import AdapterLayer, MethodConfig, ModelHook
+from peftlab.core.row_selection import selected_rows
 from peftlab.core.registry import method_for_config
 from peftlab.core.targets import CLASSIFIER_HEAD_NAMES, _matches, replace_module
 from peftlab.errors import ConfigError, MergeError
@@ -40,6 +46,7 @@ class PeftModel(nn.Module):
         super().__init__()
         self.model = model
         self.configs: dict[str, MethodConfig] = {}
+        self.combinations: dict[str, combo.CombinationConfig] = {}
         self.hooks = nn.ModuleDict()
         self.active_adapters: tuple[str, ...] = ()
         self._disabled = False
@@ -57,7 +64,31 @@ class PeftModel(nn.Module):
                 yield path, module
 
     def method(self, name: str):
+        """The method of adapter `name`; for a combination, a `CombinedMethod` with derived capabilities."""
+        if name in self.combinations:
+            config = self.combinations[name]
+            return combo.CombinedMethod(config.method, tuple(method_for_config(c.config) for c in config.components))
         return method_for_config(self.configs[name])
+
+    def parts(self, name: str) -> tuple[str, ...]:
+        """The adapters a name stands for: a combination's parts, or the adapter itself."""
+        if name in self.combinations:
+            return tuple(combo.part_name(name, c.name) for c in self.combinations[name].components)
+        return (name,)
+
+    def expand(self, names: Sequence[str]) -> list[str]:
+        """`names` with every combination replaced by its parts (order kept, no repeats)."""
+        return list(dict.fromkeys(part for name in names for part in self.parts(name)))
+
+    def units(self, names: Sequence[str]) -> list[str]:
+        """`names` with the parts of a combination replaced by its name where all of them are present."""
+        present, units = set(names), []
+        for name in names:
+            owner = next((c for c in self.combinations if name in self.parts(c)
+                          and set(self.parts(c)) <= present), name)
+            if owner not in units:
+                units.append(owner)
+        return units
 
     def base_parameters(self) -> dict[str, nn.Parameter]:
         """Parameters of the base model that its forward pass uses, by their base-model path."""
@@ -79,6 +110,8 @@ class PeftModel(nn.Module):
 
     def adapter_parameters(self, name: str) -> dict[str, nn.Parameter]:
         """Every tensor adapter `name` trains: module-level ones by path, then the hook's own."""
+        if name in self.combinations:
+            return {key: p for part in self.parts(name) for key, p in self.adapter_parameters(part).items()}
         params = self.module_parameters(name)
         if name in self.hooks:
             params.update(self.hooks[name].adapter_params())
@@ -91,6 +124,12 @@ class PeftModel(nn.Module):
             params.update(self.adapter_parameters(name))
         return params
 
+    def learning_rate_scales(self) -> dict[str, float]:
+        """Per trainable parameter (keys of `trainable_parameters()`), its learning rate relative to
+        the run's: a combination component's `lr_scale`, 1.0 for everything else."""
+        return {key: combo.lr_scale(self, name) for name in self.active_adapters
+                for key in self.adapter_parameters(name)}
+
     def count_parameters(self) -> tuple[int, int]:
         """(trainable, total) parameter counts; total counts the base model and all adapters."""
         trainable = sum(p.numel() for p in self.trainable_parameters().values())
@@ -98,9 +137,14 @@ class PeftModel(nn.Module):
         return trainable, total
 
     # --- adapters --------------------------------------------------------------------------------
-    def add_adapter(self, name: str, config: MethodConfig, *, activate: bool = True) -> None:
-        """Attach a new adapter `name` configured by `config` (the method comes from the config)."""
-        if name in self.configs:
+    def add_adapter(self, name: str, config: MethodConfig | combo.CombinationConfig, *,
+                    activate: bool = True) -> None:
+        """Attach a new adapter `name` configured by `config` (the method comes from the config);
+        a `CombinationConfig` attaches all its components as one unit named `name`."""
+        if isinstance(config, combo.CombinationConfig):
+            combo.add_combination(self, name, config, activate=activate)
+            return
+        if name in self.configs or name in self.combinations:
             raise ConfigError(f"adapter {name!r} exists already: choose another name or delete_adapter({name!r})")
         if not name or "." in name:
             raise ConfigError(f"adapter name {name!r} is invalid: use a non-empty name without dots")
@@ -139,6 +183,7 @@ class PeftModel(nn.Module):
     def set_active(self, names: str | Sequence[str]) -> None:
         """Make `names` the active adapters (their contributions add up) and freeze everything else."""
         names = (names,) if isinstance(names, str) else tuple(names)
+        names = tuple(self.expand(names))
         unknown = [n for n in names if n not in self.configs]
         if unknown:
             raise ConfigError(f"unknown adapter(s) {unknown}: existing adapters are {list(self.configs)}")
@@ -154,6 +199,17 @@ class PeftModel(nn.Module):
             param.requires_grad_(True)
 
     def delete_adapter(self, name: str) -> None:
+        """Remove adapter `name` (a combination: all its parts; a part: the combination stays
+        as plain adapters for the other parts)."""
+        if name in self.combinations:
+            parts = self.parts(name)
+            del self.combinations[name]
+            for part in parts:
+                self.delete_adapter(part)
+            return
+        owner = next((c for c in self.combinations if name in self.parts(c)), None)
+        if owner is not None:
+            del self.combinations[owner]
         if name not in self.configs:
             raise ConfigError(f"unknown adapter {name!r}: existing adapters are {list(self.configs)}")
         for path, layer in list(self.adapter_layers(name)):
@@ -196,7 +252,7 @@ class PeftModel(nn.Module):
         With `safe`, each merged weight is computed in a copy and checked for NaN/inf first; on a
         failure every layer merged by this call is unmerged again and MergeError is raised.
         """
-        names = list(self.active_adapters if names is None else names)
+        names = self.expand(self.active_adapters if names is None else names)
         for name in names:
             capabilities = self.method(name).capabilities
             if not capabilities.mergeable:
@@ -236,7 +292,7 @@ class PeftModel(nn.Module):
 
     def unmerge(self, names: Sequence[str] | None = None) -> None:
         """Take merged adapters (default: all merged) back out of the weights; idempotent."""
-        wanted = None if names is None else set(names)
+        wanted = None if names is None else set(self.expand(names))
         for _, layer in self.adapter_layers():
             for name in reversed(list(layer.merged_adapters)):
                 if wanted is None or name in wanted:
@@ -258,7 +314,12 @@ class PeftModel(nn.Module):
             return []
         return [self.hooks[n] for n in self.active_adapters if n in self.hooks]
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
+    def forward(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
+        """The model's forward with the active adapters; `adapter_names` (one adapter or combination
+        name per row, "__base__" for none) instead gives each row its own (see `core/row_selection`)."""
+        if adapter_names is not None:
+            with selected_rows(self, adapter_names):
+                return self.model(*args, **kwargs)
         hooks = self.active_hooks()
         if hooks and args:  # hooks edit keyword arguments: name the positional input_ids
             kwargs, args = {"input_ids": args[0], **kwargs}, args[1:]
@@ -269,7 +330,10 @@ class PeftModel(nn.Module):
             outputs = hook.after_forward(outputs, kwargs)
         return outputs
 
-    def generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def generate(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> torch.Tensor:
+        if adapter_names is not None:  # one name per row; beam search, which widens the batch, is refused
+            with selected_rows(self, adapter_names):
+                return self.model.generate(*args, **kwargs)
         hooks = self.active_hooks()
         if hooks and args:
             kwargs, args = {"input_ids": args[0], **kwargs}, args[1:]
@@ -279,3 +343,11 @@ class PeftModel(nn.Module):
         for hook in reversed(hooks):
             outputs = hook.after_generate(outputs, kwargs)
         return outputs
+
+    # --- weighted combination of LoRA adapters ----------------------------------------------------
+    def combine_loras(self, sources: dict[str, float], name: str, mode: str = "linear",
+                      r: int | None = None) -> None:
+        """Add LoRA adapter `name` built from weighted LoRA adapters (see `methods/lora_combine.py`)."""
+        from peftlab.methods.lora_combine import combine_loras  # core does not import methods at load time
+
+        combine_loras(self, sources, name, mode=mode, r=r)

@@ -13,10 +13,13 @@ import torch
 from torch import nn
 
 from peftlab.core.protocol import AdapterLayer, MethodConfig
+from peftlab.errors import ConfigError
 
 
 class ModulesToSave(AdapterLayer):
     """Wraps a module; the first active adapter that has a copy replaces it in the forward pass."""
+
+    supports_row_selection = True
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
@@ -52,4 +55,27 @@ class ModulesToSave(AdapterLayer):
         return self.selected()
 
     def forward(self, *args: torch.Tensor, **kwargs) -> torch.Tensor:
-        return self.selected()(*args, **kwargs)
+        if self.row_adapters is None:
+            return self.selected()(*args, **kwargs)
+        return self._forward_per_row(*args, **kwargs)
+
+    def _forward_per_row(self, x: torch.Tensor, *args: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Each row through the copy of its first adapter that has one, else through the original.
+
+        Rows are grouped by module, each group runs once on its rows, and the outputs go back
+        to their rows (the leading dimension of `x` is the batch).
+        """
+        rows = self.row_adapters
+        if len(rows) != x.shape[0]:
+            raise ConfigError(f"adapter_names has {len(rows)} entries but the batch has {x.shape[0]} rows: "
+                              "give one adapter name per row")
+        owner = [next((n for n in names if n in self.copies), None) for names in rows]
+        result = None
+        for name in dict.fromkeys(owner):
+            indices = torch.tensor([i for i, o in enumerate(owner) if o == name], device=x.device)
+            module = self.base_layer if name is None else self.copies[name]
+            output = module(x[indices], *args, **kwargs)
+            if result is None:
+                result = output.new_zeros((x.shape[0], *output.shape[1:]))
+            result = result.index_copy(0, indices, output)
+        return result

@@ -92,7 +92,13 @@ class AdapterLayer(nn.Module, metaclass=ABCMeta):
     Subclasses create their tensors in `create_adapter` and declare them in `adapter_params`
     under their adapter-file keys (relative to the wrapped module's path, adapter name removed,
     e.g. ``{"lora_A.weight": ..., "lora_B.weight": ...}``).
+
+    A layer that can give every row of a batch its own adapters (per-request selection, see
+    `core/row_selection.py`) says so with `supports_row_selection` and, while `row_adapters` is
+    set (one tuple of adapter names per row), computes each adapter on its rows only.
     """
+
+    supports_row_selection: ClassVar[bool] = False
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
@@ -101,6 +107,7 @@ class AdapterLayer(nn.Module, metaclass=ABCMeta):
         self.active_adapters: tuple[str, ...] = ()
         self.merged_adapters: list[str] = []
         self.disabled = False
+        self.row_adapters: tuple[tuple[str, ...], ...] | None = None
 
     # --- declared by each method -------------------------------------------------------------
     @abstractmethod
@@ -151,6 +158,22 @@ class AdapterLayer(nn.Module, metaclass=ABCMeta):
     def unload(self) -> nn.Module:
         """The plain module that replaces this layer in `merge_and_unload` (after merging)."""
         return self.base_layer
+
+    def selected_rows(self, batch: int, device: torch.device) -> list[tuple[str, torch.Tensor]]:
+        """(adapter, row indices) for each adapter of this layer named in `row_adapters`.
+
+        `batch` is the leading dimension of the layer's input; it must be one row per name.
+        """
+        rows = self.row_adapters
+        if len(rows) != batch:
+            raise ConfigError(f"adapter_names has {len(rows)} entries but the batch has {batch} rows: "
+                              "give one adapter name per row")
+        groups = []
+        for name in self.adapter_names:
+            indices = [i for i, names in enumerate(rows) if name in names]
+            if indices:
+                groups.append((name, torch.tensor(indices, device=device)))
+        return groups
 
     def unmerged_active(self) -> tuple[str, ...]:
         """Adapters whose contribution the forward pass must still add (active, not merged)."""

@@ -54,6 +54,14 @@ def method_for_hf_peft_type(peft_type: str) -> Method:
 
 
 def make_config(method: str, **fields) -> MethodConfig:
-    """Build the config of `method` from keyword fields (the CLI and compare use this)."""
+    """Build the config of `method` from keyword fields (the CLI and compare use this).
+
+    "a+b" gives a `CombinationConfig` of the parts' configs: fields per part as `a={...}`, and
+    `lr_scales={"b": 300}` (see `core/combination.py`).
+    """
+    if "+" in method:
+        from peftlab.core.combination import combination_from_names  # it imports this module
+
+        return combination_from_names(method, **fields)
     config_class = get_method(method).config_class
     return config_class(**fields)

@@ -90,7 +90,10 @@ class LoraConfig(MethodConfig):
 
 
 class _LoraBase(AdapterLayer):
-    """Shared bookkeeping of the linear and embedding LoRA layers: scaling and delta merging."""
+    """Shared bookkeeping of the linear and embedding LoRA layers: scaling, delta merging, and
+    adding adapter outputs (all rows, or per request: LoRA is additive per row, so rows can differ)."""
+
+    supports_row_selection = True
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
@@ -99,6 +102,29 @@ class _LoraBase(AdapterLayer):
     @abstractmethod
     def delta_weight(self, name: str) -> torch.Tensor:
         """s·BA in the base weight's layout, computed in float32."""
+
+    @abstractmethod
+    def factors(self, name: str) -> tuple[nn.Parameter, nn.Parameter]:
+        """(A, B) of adapter `name` in the B·A layout: A (r, in), B (out, r); for an embedding in = vocab."""
+
+    @abstractmethod
+    def adapter_output(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """What adapter `name` adds to the base layer's output for input `x`."""
+
+    def add_adapter_outputs(self, result: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """`result` (the base output) plus the unmerged active adapters' outputs.
+
+        Under per-request selection (`row_adapters` set) each adapter is computed on its own rows
+        only and added there (`index_add` along the batch dimension), so every row gets exactly
+        what it would get alone with its adapters active.
+        """
+        if self.row_adapters is not None:
+            for name, rows in self.selected_rows(x.shape[0], x.device):
+                result = result.index_add(0, rows, self.adapter_output(name, x[rows]).to(result.dtype))
+            return result
+        for name in self.unmerged_active():
+            result = result + self.adapter_output(name, x).to(result.dtype)
+        return result
 
     def _base_weight(self) -> torch.Tensor:
         return self.base_layer.weight
@@ -184,13 +210,18 @@ class LoraLinear(_LoraBase):
         delta = (self.lora_B[name].weight.float() @ self.lora_A[name].weight.float()) * self.scaling[name]
         return delta.T if self.weight_is_transposed else delta  # (out, in) or Conv1D's (in, out)
 
+    def factors(self, name: str) -> tuple[nn.Parameter, nn.Parameter]:
+        return self.lora_A[name].weight, self.lora_B[name].weight
+
+    def adapter_output(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """s · B A dropout(x): (..., in) -> (..., out), in the adapter's float32."""
+        lora_a, lora_b = self.lora_A[name].weight, self.lora_B[name].weight
+        hidden = F.linear(self.lora_dropout[name](x).to(lora_a.dtype), lora_a)  # (..., r)
+        return F.linear(hidden, lora_b) * self.scaling[name]
+
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)
-        for name in self.unmerged_active():
-            lora_a, lora_b = self.lora_A[name].weight, self.lora_B[name].weight
-            hidden = F.linear(self.lora_dropout[name](x).to(lora_a.dtype), lora_a)  # (..., r)
-            result = result + (F.linear(hidden, lora_b) * self.scaling[name]).to(result.dtype)
-        return result
+        return self.add_adapter_outputs(result, x)
 
 
 class LoraEmbedding(_LoraBase):
@@ -220,15 +251,19 @@ class LoraEmbedding(_LoraBase):
         delta = self.lora_embedding_B[name].float() @ self.lora_embedding_A[name].float()  # (dim, vocab)
         return delta.T * self.scaling[name]  # (vocab, dim), the embedding weight's layout
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        result = self.base_layer(ids)
+    def factors(self, name: str) -> tuple[nn.Parameter, nn.Parameter]:
+        return self.lora_embedding_A[name], self.lora_embedding_B[name]
+
+    def adapter_output(self, name: str, ids: torch.Tensor) -> torch.Tensor:
+        """s · (Aᵀ[ids]) Bᵀ: (...) token ids -> (..., dim)."""
         embedding = self.base_layer
-        for name in self.unmerged_active():
-            after_a = F.embedding(ids, self.lora_embedding_A[name].T, embedding.padding_idx,
-                                  embedding.max_norm, embedding.norm_type,
-                                  embedding.scale_grad_by_freq, embedding.sparse)  # (..., r)
-            result = result + ((after_a @ self.lora_embedding_B[name].T) * self.scaling[name]).to(result.dtype)
-        return result
+        after_a = F.embedding(ids, self.lora_embedding_A[name].T, embedding.padding_idx,
+                              embedding.max_norm, embedding.norm_type,
+                              embedding.scale_grad_by_freq, embedding.sparse)  # (..., r)
+        return (after_a @ self.lora_embedding_B[name].T) * self.scaling[name]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.add_adapter_outputs(self.base_layer(ids), ids)
 
 
 def make_lora_layer(module: nn.Module) -> _LoraBase:

@@ -85,10 +85,11 @@ def write_run(out_dir: str | Path, peft_model: PeftModel, task: Task, config: Tr
               extra: dict[str, Any] | None = None, command_line: list[str] | None = None) -> Path:
     """Save the active adapter(s) and `metrics.json` in `out_dir`.
 
-    One active adapter is written into `out_dir` itself; several go to `out_dir/<name>/` each.
+    One active adapter (or combination of methods) is written into `out_dir` itself; several go
+    to `out_dir/<name>/` each.
     """
     out_dir = Path(out_dir)
-    names = peft_model.active_adapters
+    names = peft_model.units(peft_model.active_adapters)
     for name in names:
         save_adapter(peft_model, out_dir if len(names) == 1 else out_dir / name, name)
     write_json(out_dir / METRICS_NAME, run_record(peft_model, task, config, result, extra, command_line))

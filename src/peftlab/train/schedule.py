@@ -13,10 +13,12 @@ so it is the same for every method and a resumed run can recompute it from the e
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from peftlab.errors import ConfigError
 from peftlab.train.config import TrainConfig
 
 
@@ -35,17 +37,32 @@ def warmup_steps(config: TrainConfig, total_steps: int) -> int:
     return math.ceil(config.warmup_ratio * total_steps)
 
 
-def make_optimizer(params: dict[str, nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(params: dict[str, nn.Parameter], config: TrainConfig,
+                   lr_scales: Mapping[str, float] | None = None) -> torch.optim.AdamW:
     """AdamW over `params` (the trainable ones only); decay only on tensors of two or more dims.
 
     One-dimensional tensors are biases, norm scales and per-channel vectors (IA³ scales, whose
     neutral value is 1, not 0): decaying them toward zero would pull against their meaning.
+
+    `lr_scales` (parameter name -> factor, e.g. `PeftModel.learning_rate_scales()`; missing
+    names 1.0) gives each parameter the rate `config.learning_rate · factor`: one parameter
+    group per (weight decay, factor). The schedule multiplies every group's rate by the same
+    factor, so the ratios hold for the whole run.
     """
-    decay = [p for p in params.values() if p.ndim >= 2]
-    no_decay = [p for p in params.values() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.learning_rate)
+    scales = dict(lr_scales or {})
+    unknown = sorted(set(scales) - set(params))
+    if unknown:
+        raise ConfigError(f"lr_scales names {len(unknown)} parameter(s) the optimizer does not train "
+                          f"({', '.join(unknown[:3])}): pass the scales of the same model's trainable parameters")
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, param in params.items():
+        scale = float(scales.get(name, 1.0))
+        if not scale > 0:
+            raise ConfigError(f"lr_scales[{name!r}]={scale!r} must be > 0")
+        decay = config.weight_decay if param.ndim >= 2 else 0.0
+        groups.setdefault((decay, scale), []).append(param)
+    return torch.optim.AdamW([{"params": group, "weight_decay": decay, "lr": config.learning_rate * scale}
+                              for (decay, scale), group in groups.items()], lr=config.learning_rate)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
