@@ -69,3 +69,15 @@ def test_the_worker_runs_a_sweep_phase(tiny_plan, tmp_path):
     assert worker.main([str(tmp_path / "spec.json"), str(tmp_path / "out.json")]) == 0
     result = json.loads((tmp_path / "out.json").read_text())
     assert result["chosen"] in SWEEP_GRIDS["lora"] and result["metric"] == "accuracy"
+
+
+def test_a_diverging_rate_stops_early_and_is_never_chosen(tiny_plan, monkeypatch):
+    from peftlab.compare import sweep as sweep_module
+
+    monkeypatch.setitem(sweep_module.SWEEP_GRIDS, "lora", (1e-3, 1.0))
+    plan = dataclasses.replace(tiny_plan, budget=dataclasses.replace(tiny_plan.budget, steps=20))
+    sweep = _sweep(plan)
+    wild = sweep["points"][1]
+    assert wild["diverged"] and wild["score"] is None
+    assert wild["stop_reason"] in ("rising", "nonfinite") and 5 <= wild["stopped_at_step"] < 20
+    assert sweep["chosen"] in (None, 1e-3)  # the toy labels are noise: 1e-3 may stop on a rising loss too

@@ -212,6 +212,15 @@ def _claims_section(results: dict[str, Any]) -> str:
             "one budget: a single run is evidence, not proof.\n\n" + _table(["claim", "verdict", "detail"], rows))
 
 
+def _sweep_outcome(point: dict[str, Any]) -> str:
+    if point.get("stopped_at_step"):
+        why = "loss rose" if point.get("stop_reason") == "rising" else "loss not finite"
+        return f"stopped at step {point['stopped_at_step']} ({why})"
+    if point["diverged"] or point["score"] is None:
+        return "diverged"
+    return f"{point['score']:.3f}"
+
+
 def _sweep_section(results: dict[str, Any]) -> str:
     swept = [r for r in results["methods"] if r["config"].get("sweep")]
     if not swept:
@@ -222,8 +231,7 @@ def _sweep_section(results: dict[str, Any]) -> str:
         if sweep.get("error"):
             rows.append([r["method"], f"failed: {sweep['error']['message'][:200]}", "–"])
             continue
-        points = ", ".join(f"{p['learning_rate']:g} → " + ("diverged" if p["diverged"] or p["score"] is None
-                                                          else f"{p['score']:.3f}") for p in sweep["points"])
+        points = ", ".join(f"{p['learning_rate']:g} → {_sweep_outcome(p)}" for p in sweep["points"])
         wall = f"{sweep['wall_s']:.0f}" if "wall_s" in sweep else "–"
         rows.append([r["method"], points, f"**{r['config']['learning_rate']:g}**", wall])
     first = swept[0]["config"]["sweep"]

@@ -10,9 +10,10 @@ the literature default), on the comparison's step budget, from the same seeded i
     chosen = argmax score   (argmin for perplexity); ties go to the smaller rate
 
 and the reported run then trains at the chosen rate. The dev set is removed from the task before
-the sweep starts, so no sweep run can read it. A run whose loss becomes NaN/inf stops at once
-(the training loop raises); a run whose final training loss ends above its first logged loss
-counts as diverged and is not chosen.
+the sweep starts, so no sweep run can read it. Diverging runs stop early, so a bad rate costs
+little: NaN/inf stops a run at once, and from `STOP_RISING_AFTER` of the budget on a logged loss
+above the first logged one stops it too (`TrainConfig.stop_if_loss_rises_after`). A run that ends
+with its final loss above its first also counts as diverged. Diverged rates are never chosen.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SWEEP_GRIDS: dict[str, tuple[float, ...]] = {
     "prompt": (3e-2, 1e-1, 3e-1),
 }
 FALLBACK_FACTORS = (1 / 3, 1.0, 3.0)  # around the literature rate, for a method without a grid
+STOP_RISING_AFTER = 0.25  # of the budget: warmup is over and a working rate has brought the loss down
 
 
 def sweep_grid(method: MethodPlan) -> tuple[float, ...]:
@@ -69,16 +71,19 @@ def run_sweep(plan: ComparePlan, method: MethodPlan, task: Task, loaded, progres
     for rate in sweep_grid(method):
         model = copy.deepcopy(loaded.model)  # the same seeded head for every rate
         peft_model = peftlab.apply(model, method_config(method))
-        settings = dataclasses.replace(train_config(plan, method, task), learning_rate=rate, generate=False)
+        settings = dataclasses.replace(train_config(plan, method, task), learning_rate=rate, generate=False,
+                                       stop_if_loss_rises_after=STOP_RISING_AFTER)
         try:
             result = train(peft_model, tuning, loaded.tokenizer, settings, progress=progress,
                            dev_examples=validation)
-        except TrainingDivergedError:
-            points.append({"learning_rate": rate, "score": None, "diverged": True, "final_loss": None})
+        except TrainingDivergedError as stopped:
+            points.append({"learning_rate": rate, "score": None, "diverged": True, "final_loss": None,
+                           "stopped_at_step": stopped.step, "stop_reason": stopped.reason})
             continue
         losses = [h["loss"] for h in result.history]
         points.append({"learning_rate": rate, "score": result.final_metrics.get(metric),
-                       "diverged": bool(losses) and losses[-1] > losses[0], "final_loss": losses[-1] if losses else None})
+                       "diverged": bool(losses) and losses[-1] > losses[0], "final_loss": losses[-1] if losses else None,
+                       "stopped_at_step": None, "stop_reason": None})
     chosen = choose(points, lower_is_better=metric == "loss")
     return {"metric": metric, "points": points, "chosen": chosen, "validation_rows": len(validation),
             "train_rows": len(tuning.train), "steps": budget.steps}
