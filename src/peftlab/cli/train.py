@@ -62,7 +62,8 @@ def train_command(
     method: Annotated[str, typer.Option("--method", help="A registered method (lora, full, ...).")] = "lora",
     model: ModelOpt = "minilm",
     data: DataOpt = "sst2",
-    r: Annotated[Optional[int], typer.Option("--r", help="Rank (methods with `r`).")] = None,
+    r: Annotated[Optional[int], typer.Option(
+        "--r", "--rank", help="Rank (methods with `r`); under torchrun write --rank (it reads --r as its own).")] = None,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="Scale numerator (methods with `alpha`).")] = None,
     targets: Annotated[Optional[str], typer.Option("--targets", help="Comma-separated target modules, or all-linear.")] = None,
     dropout: Annotated[Optional[float], typer.Option("--dropout", help="Adapter dropout (methods with `dropout`).")] = None,
