@@ -1,4 +1,5 @@
-"""A real crash: `peftlab train` in its own process is SIGKILLed after its step-6 checkpoint, then resumed.
+"""A real crash: `peftlab train` in its own process is SIGKILLed after its step-6 checkpoint, then resumed;
+and the command line's run options.
 
 The child runs the ordinary command line; the only test-side change is a pause right after the
 step-6 checkpoint is on disk, so the kill lands mid-run at a known point (any later moment would
@@ -14,6 +15,7 @@ import time
 
 from safetensors.torch import load_file
 from train_helpers import write_tiny_model, write_toy_data
+import typer
 from typer.testing import CliRunner
 
 from peftlab.cli.main import app
@@ -84,6 +86,16 @@ def test_a_killed_run_resumes_to_the_uninterrupted_adapter(tmp_path):
     for key in expected:
         assert (got[key] - expected[key]).abs().max() <= 1e-6, key
     assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == [LATEST, "step-12", "step-9"]
+    refused = runner.invoke(app, [*run_args(tmp_path, killed), "--lr", "2e-2", "--resume", str(killed)])
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
+    assert "train config field 'learning_rate' is 0.01 in the checkpoint but 0.02 in this run" in refused.stderr
     records = [json.loads((folder / "metrics.json").read_text()) for folder in (killed, whole)]
     assert records[0]["final"] == records[1]["final"]
     assert [h["step"] for h in records[0]["history"]] == [h["step"] for h in records[1]["history"]] == [4, 8, 12]
+
+
+def test_train_offers_the_run_options():
+    command = typer.main.get_command(app).commands["train"]
+    flags = {flag for param in command.params for flag in param.opts}
+    assert {"--checkpoint-every", "--checkpoint-dir", "--keep-checkpoints", "--resume", "--stop-if-loss-rises-after",
+            "--device", "--bf16", "--gradient-checkpointing", "--threads", "--rank"} <= flags
