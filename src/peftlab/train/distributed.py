@@ -1,7 +1,7 @@
 """Data-parallel training over several processes: `torchrun --nproc_per_node=N -m peftlab train ...`.
 
-`torchrun` and `accelerate launch` both start N copies of the command with RANK, WORLD_SIZE,
-LOCAL_RANK, MASTER_ADDR and MASTER_PORT set; `setup` reads them and joins the process group
+`torchrun` and `accelerate launch --multi_gpu` (which calls torchrun) start N copies of the
+command with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT set; `setup` reads them and joins the process group
 (gloo on CPU, NCCL on CUDA, where LOCAL_RANK picks the GPU). One optimizer step with N ranks:
 
     micro-batch rows r_0 .. r_{B-1} (B = batch_size, the GLOBAL batch)
@@ -126,21 +126,14 @@ class Distributed:
 
     def barrier(self) -> None:
         """Wait for every rank (the others wait here while rank 0 writes or evaluates)."""
-        if self.world_size > 1:
-            dist.barrier()
+        if self.world_size > 1:  # NCCL is told the device so it does not guess one
+            dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
 
 def world_size_from_env() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    """Whether this process is rank 0 (true outside a multi-process launch); needs no process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def setup(device_name: str) -> Distributed:
@@ -165,7 +158,8 @@ def setup(device_name: str) -> Distributed:
         if missing:
             raise ConfigError(f"WORLD_SIZE={world} is set but {', '.join(missing)} is not: start the run with "
                               "torchrun --nproc_per_node=N -m peftlab train ... (or accelerate launch)")
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        cuda = device.type == "cuda"
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
         global _owned
         _owned = True
         atexit.register(shutdown)
