@@ -1,8 +1,9 @@
 """Data-parallel training over several processes: `torchrun --nproc_per_node=N -m peftlab train ...`.
 
 `torchrun` and `accelerate launch --multi_gpu` (which calls torchrun) start N copies of the
-command with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT set; `setup` reads them and joins the process group
-(gloo on CPU, NCCL on CUDA, where LOCAL_RANK picks the GPU). One optimizer step with N ranks:
+command with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT set; `setup` reads them
+and joins the process group (gloo on CPU, NCCL on CUDA, where LOCAL_RANK picks the GPU). One
+optimizer step with N ranks:
 
     micro-batch rows r_0 .. r_{B-1} (B = batch_size, the GLOBAL batch)
     rank k keeps the contiguous slice r_{⌊kB/N⌋} .. r_{⌊(k+1)B/N⌋-1}
