@@ -1,0 +1,88 @@
+"""A combination saved as one folder (a Hugging Face PEFT folder per component + a manifest)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import peftlab
+from peftlab.core.combination_files import MANIFEST_NAME
+from peftlab.errors import AdapterFileError
+from tiny_models import tiny_batch, tiny_model
+
+CASES = [("bert", "lora+prompt"), ("gpt2", "lora+adapters"), ("llama", "lora+prompt"), ("llama", "lora+adapters")]
+FIELDS = {"lora": {"r": 4, "alpha": 8}, "prompt": {"num_virtual_tokens": 3},
+          "adapters": {"bottleneck_size": 4, "placement": "pfeiffer"}}
+
+
+def trained(arch: str, methods: str):
+    parts = methods.split("+")
+    config = peftlab.make_config(methods, **{p: FIELDS[p] for p in parts}, lr_scales={parts[1]: 30.0})
+    model = peftlab.apply(tiny_model(arch), config)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for param in model.adapter_parameters("default").values():
+            param.add_(0.05 * torch.randn(param.shape, generator=generator))
+    return model
+
+
+def logits(model):
+    with torch.no_grad():
+        return model(**tiny_batch()).logits
+
+
+@pytest.mark.parametrize("arch,methods", CASES)
+def test_save_load_round_trip_restores_every_part_active(arch, methods, tmp_path):
+    model = trained(arch, methods)
+    peftlab.save_adapter(model, tmp_path)
+    parts = methods.split("+")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*parts, MANIFEST_NAME])
+    for part in parts:  # every component is an ordinary adapter folder
+        assert (tmp_path / part / "adapter_config.json").is_file()
+    loaded = peftlab.load_adapter(tiny_model(arch), tmp_path)
+    assert loaded.active_adapters == tuple(f"default:{p}" for p in parts)
+    assert loaded.learning_rate_scales() == model.learning_rate_scales()
+    torch.testing.assert_close(logits(loaded), logits(model), rtol=0, atol=1e-6)
+
+
+def test_a_component_loads_alone_as_a_plain_adapter(tmp_path):
+    model = trained("bert", "lora+prompt")
+    peftlab.save_adapter(model, tmp_path)
+    alone = peftlab.load_adapter(tiny_model("bert"), tmp_path / "lora")
+    model.set_active("default:lora")
+    torch.testing.assert_close(logits(alone), logits(model), rtol=0, atol=1e-6)
+
+
+def test_missing_or_corrupt_parts_are_one_error_and_leave_the_model_untouched(tmp_path):
+    peftlab.save_adapter(trained("llama", "lora+prompt"), tmp_path)
+    weights = tmp_path / "prompt" / "adapter_model.safetensors"
+    saved = weights.read_bytes()
+    weights.unlink()
+    base = tiny_model("llama")
+    with pytest.raises(AdapterFileError, match="component 'prompt' is missing") as raised:
+        peftlab.load_adapter(base, tmp_path)
+    assert "\n" not in str(raised.value)
+    weights.write_bytes(saved[:40])
+    target = peftlab.PeftModel(base)
+    with pytest.raises(AdapterFileError, match="prompt/adapter_model.safetensors is corrupt"):
+        peftlab.load_adapter(target, tmp_path)
+    assert target.configs == {} and target.combinations == {}
+    assert not any(isinstance(m, peftlab.core.AdapterLayer) for m in base.modules())
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(AdapterFileError, match="not a valid combination manifest"):
+        peftlab.load_adapter(base, tmp_path)
+
+
+def test_a_taken_name_or_another_model_is_refused_and_another_name_works(tmp_path):
+    peftlab.save_adapter(trained("llama", "lora+adapters"), tmp_path)
+    other = peftlab.load_adapter(tiny_model("llama"), tmp_path / "lora")  # a PeftModel with adapter "default"
+    with pytest.raises(peftlab.errors.ConfigError, match="exists already"):
+        peftlab.load_adapter(other, tmp_path)
+    loaded = peftlab.load_adapter(other, tmp_path, name="mix")
+    assert loaded.active_adapters == ("mix:lora", "mix:adapters")
+    bert = peftlab.PeftModel(tiny_model("bert"))
+    with pytest.raises(AdapterFileError, match="lora/adapter_model.safetensors does not match this model"):
+        peftlab.load_adapter(bert, tmp_path)
+    assert bert.configs == {} and not any(isinstance(m, peftlab.core.AdapterLayer) for m in bert.modules())
