@@ -146,7 +146,7 @@ def train(
     batches_per_epoch = math.ceil(len(task.train) / config.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    optimizer = make_optimizer(params, config)
+    optimizer = make_optimizer(params, config, peft_model.learning_rate_scales())
     state = TrainState(0, 0, 0, optimizer, make_scheduler(optimizer, warmup_steps(config, total), total))
     result = TrainResult(steps=0, epochs=0.0, examples_seen=0)
     loop = _Loop(peft_model, list(params.values()), ddp, task, tokenizer, config, state, total,
