@@ -11,7 +11,6 @@ Under `torchrun --nproc_per_node=N` the same `train` call runs data-parallel (`t
 
 from peftlab.train.checkpoint import CheckpointError, find_checkpoint
 from peftlab.train.config import TrainConfig
-from peftlab.train.distributed import is_main_process
 from peftlab.train.evaluate import evaluate
 from peftlab.train.loop import TrainingDivergedError, TrainResult, TrainState, train
 from peftlab.train.report import read_run, write_run
@@ -19,5 +18,5 @@ from peftlab.train.runtime import resolve_device
 
 __all__ = [
     "CheckpointError", "TrainConfig", "TrainResult", "TrainState", "TrainingDivergedError", "evaluate",
-    "find_checkpoint", "is_main_process", "read_run", "resolve_device", "train", "write_run",
+    "find_checkpoint", "read_run", "resolve_device", "train", "write_run",
 ]
