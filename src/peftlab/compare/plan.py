@@ -7,6 +7,10 @@ literature says each method needs to work at all, mostly its learning rate (soft
 ~1000x the rate of full fine-tuning). Those defaults are data (`LITERATURE`), the one place a
 method is named; a method registered later without an entry gets `FALLBACK` and a note saying so.
 
+A combination "a+b" (see `peftlab.core.combination`) runs with each part's literature fields;
+its learning rate is the first part's, and every other part keeps its own literature rate as a
+scale relative to it (lora+prompt: 1e-3, prompt × 300 = 0.3), given to the components' lr_scale.
+
 `ComparePlan.to_dict()` is what the workers receive and what `results.json` records.
 """
 
@@ -145,6 +149,8 @@ class ComparePlan:
 
 def method_plan(method: str, learning_rate: float | None = None) -> MethodPlan:
     """`method`'s literature default, keeping only the fields its config class declares."""
+    if "+" in method:
+        return combination_plan(method, learning_rate)
     config_class = get_method(method).config_class  # raises for an unknown method
     default = LITERATURE.get(method, FALLBACK)
     declared = {f.name for f in dataclasses.fields(config_class)}
@@ -157,15 +163,37 @@ def method_plan(method: str, learning_rate: float | None = None) -> MethodPlan:
     return MethodPlan(method, rate, fields, default.source, tuple(notes))
 
 
+def combination_plan(method: str, learning_rate: float | None = None) -> MethodPlan:
+    """A combination's plan: fields {part: its literature fields, "lr_scales": {part: rate / first rate}}."""
+    parts = [method_plan(part) for part in method.split("+")]
+    first = parts[0].learning_rate
+    fields: dict[str, Any] = {part.method: part.fields for part in parts}
+    fields["lr_scales"] = {part.method: part.learning_rate / first for part in parts[1:]}
+    source = "; ".join(f"{part.method}: {part.source} (lr {part.learning_rate:g})" for part in parts)
+    notes = tuple(note for part in parts for note in part.notes)
+    return MethodPlan(method, first if learning_rate is None else learning_rate, fields, source, notes)
+
+
+def _check_method(name: str, known: list[str]) -> str | None:
+    """Why `name` (a method or "a+b") cannot be planned, or None."""
+    parts = name.split("+")
+    unknown = [part for part in parts if part not in known]
+    if unknown:
+        return f"unknown method(s) {', '.join(unknown)}"
+    if len(set(parts)) != len(parts):
+        return f"{name} names a method twice"
+    return None
+
+
 def parse_methods(text: str | None) -> list[str]:
-    """A comma list of registered methods (default: all of them, in registry order)."""
+    """A comma list of registered methods or combinations "a+b" (default: every method, in registry order)."""
     known = method_names()
     if not text:
         return list(known)
     chosen = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in chosen if name not in known]
-    if unknown:
-        raise ConfigError(f"unknown method(s) {', '.join(unknown)}: registered methods are {', '.join(known)}")
+    problems = [problem for problem in map(lambda name: _check_method(name, known), chosen) if problem]
+    if problems:
+        raise ConfigError(f"{problems[0]}: registered methods are {', '.join(known)} (combine them as a+b)")
     if len(set(chosen)) != len(chosen):
         raise ConfigError(f"--methods {text!r} names a method twice")
     return chosen

@@ -65,10 +65,18 @@ def load_base(plan: ComparePlan, task: Task):
     return load_model(plan.model, task.kind, num_labels=num_labels)
 
 
+def _from_json(value: Any) -> Any:
+    """JSON has lists where configs take tuples (target names, layer indices); a combination's
+    fields are one dict per part."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, dict):
+        return {k: _from_json(v) for k, v in value.items()}
+    return value
+
+
 def method_config(method: MethodPlan):
-    # JSON has lists where configs take tuples (target names, layer indices).
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in method.fields.items()}
-    return peftlab.make_config(method.method, **fields)
+    return peftlab.make_config(method.method, **_from_json(method.fields))
 
 
 def train_config(plan: ComparePlan, method: MethodPlan, task: Task) -> TrainConfig:
