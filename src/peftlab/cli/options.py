@@ -9,6 +9,9 @@ field's declared type, so a new method needs no CLI code of its own:
     X | None                   "none" / "null" gives None
     str | tuple[str, ...]      a comma list or a single name gives the tuple (names match as
                                exact paths or dotted suffixes); "all-linear" stays a string
+
+A combination "a+b" takes `--set part.key=value` per part and `--set part.lr_scale=300` for a
+part's learning rate relative to the run's; typed values (`--r 8`) go to every part that has them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import types
 import typing
 from typing import Any, Literal, Union
 
+from peftlab.core.combination import CombinationConfig, Component
 from peftlab.core.protocol import MethodConfig
 from peftlab.core.registry import get_method
 from peftlab.errors import ConfigError
@@ -78,7 +82,10 @@ def method_config(method: str, values: dict[str, Any], settings: list[str]) -> M
     """The config of `method` from typed `values` (e.g. `--r`) and `key=value` `settings` (`--set`).
 
     A value whose key the method's config does not have is an error that lists the keys it has.
+    A combination "a+b" gives a `CombinationConfig` (see the module docstring).
     """
+    if "+" in method:
+        return combination_config(method, values, settings)
     config_class = get_method(method).config_class
     fields = config_fields(config_class)
     chosen: dict[str, Any] = {}
@@ -96,3 +103,30 @@ def method_config(method: str, values: dict[str, Any], settings: list[str]) -> M
             raise ConfigError(f"method {method!r} has no option {key!r}: its options are {', '.join(fields)}")
         chosen[key] = convert(text, fields[key], key)
     return config_class(**chosen)
+
+
+def combination_config(method: str, values: dict[str, Any], settings: list[str]) -> CombinationConfig:
+    """The `CombinationConfig` of "a+b" from typed `values` (to every part that has the key) and
+    `part.key=value` / `part.lr_scale=value` settings."""
+    parts = [part.strip() for part in method.split("+")]
+    per_part: dict[str, list[str]] = {part: [] for part in parts}
+    scales: dict[str, float] = {}
+    for setting in settings:
+        key, separator, text = setting.partition("=")
+        part, dot, field = key.strip().partition(".")
+        if not separator or not dot or part not in per_part:
+            raise ConfigError(f"--set {setting!r}: for {method} write part.key=value with part one of "
+                              f"{', '.join(parts)}, e.g. --set {parts[-1]}.lr_scale=10")
+        if field.strip().replace("-", "_") == "lr_scale":
+            scales[part] = convert(text, float, f"{part}.lr_scale")
+        else:
+            per_part[part].append(f"{field}={text}")
+    declared = {part: config_fields(get_method(part).config_class) for part in parts}
+    unused = sorted(set(values) - {key for fields in declared.values() for key in fields})
+    if unused:
+        raise ConfigError(f"no part of {method} has option(s) {', '.join(unused)}: set them per part with "
+                          "--set part.key=value")
+    return CombinationConfig(tuple(
+        Component(part, method_config(part, {k: v for k, v in values.items() if k in declared[part]},
+                                      per_part[part]), scales.get(part, 1.0))
+        for part in parts))
