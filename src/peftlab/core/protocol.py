@@ -159,7 +159,7 @@ class AdapterLayer(nn.Module, metaclass=ABCMeta):
         """The plain module that replaces this layer in `merge_and_unload` (after merging)."""
         return self.base_layer
 
-    def selected_rows(self, batch: int, device: torch.device) -> list[tuple[str, torch.Tensor]]:
+    def row_groups(self, batch: int, device: torch.device) -> list[tuple[str, torch.Tensor]]:
         """(adapter, row indices) for each adapter of this layer named in `row_adapters`.
 
         `batch` is the leading dimension of the layer's input; it must be one row per name.

@@ -119,7 +119,7 @@ class _LoraBase(AdapterLayer):
         what it would get alone with its adapters active.
         """
         if self.row_adapters is not None:
-            for name, rows in self.selected_rows(x.shape[0], x.device):
+            for name, rows in self.row_groups(x.shape[0], x.device):
                 result = result.index_add(0, rows, self.adapter_output(name, x[rows]).to(result.dtype))
             return result
         for name in self.unmerged_active():
