@@ -1,4 +1,4 @@
-"""`peftlab compare --methods lora,prompt,lora+prompt`: combinations planned and measured like methods."""
+"""`peftlab compare --methods lora,lora+prompt`: combinations planned and measured like methods."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_a_combination_is_planned_from_its_parts_literature_defaults():
 def compared(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare-combination")
     model, data = write_tiny_model(root / "model"), write_toy_data(root / "data", train=48, dev=16)
-    plan = make_plan(model=str(model), data=str(data), methods="lora,prompt,lora+prompt", threads=1)
+    plan = make_plan(model=str(model), data=str(data), methods="lora,lora+prompt", threads=1)
     plan = dataclasses.replace(plan, budget=dataclasses.replace(plan.budget, **TINY))
     out = root / "out"
     return run_compare(plan, out, progress=False, keep_adapters=True, command="peftlab compare (test)"), out
@@ -47,14 +47,13 @@ def compared(tmp_path_factory):
 def test_the_combination_trains_is_timed_and_saved_as_one_unit(compared):
     results, out = compared
     records = {r["method"]: r for r in results["methods"]}
-    assert list(records) == ["lora", "prompt", "lora+prompt"]
+    assert list(records) == ["lora", "lora+prompt"]
     for record in records.values():
         assert record["error"] is None, record["error"]
     measured = {name: r["measurements"] for name, r in records.items()}
     combined = measured["lora+prompt"]
-    head = 2 * 32 + 2  # the tiny BERT's classifier (hidden 32, 2 labels), trained once in the combination
-    assert combined["params"]["trainable"] == (measured["lora"]["params"]["trainable"]
-                                               + measured["prompt"]["params"]["trainable"] - head)
+    prompt = 20 * 32  # 20 virtual tokens of the tiny BERT's width 32; the head trains once, with LoRA
+    assert combined["params"]["trainable"] == measured["lora"]["params"]["trainable"] + prompt
     assert combined["step_time"]["median_ms"] > 0 and combined["merge_error"] is None  # prompt cannot merge
     assert 0.0 <= combined["quality"]["value"] <= 1.0
     folder = out / "adapters" / "lora+prompt"
