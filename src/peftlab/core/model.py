@@ -17,6 +17,7 @@ forward pass can give each row its own adapters (`adapter_names=`, see `core/row
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -117,18 +118,34 @@ class PeftModel(nn.Module):
             params.update(self.hooks[name].adapter_params())
         return params
 
-    def trainable_parameters(self) -> dict[str, nn.Parameter]:
-        """The parameters an optimizer should see: those of the active adapters."""
-        params: dict[str, nn.Parameter] = {}
+    def _trainable_entries(self) -> list[tuple[str, str, nn.Parameter]]:
+        """(optimizer key, owning adapter, tensor) for every distinct tensor of the active adapters.
+
+        The key is the tensor's adapter-file key, unless two active adapters hold distinct tensors
+        under it (two LoRAs on the same modules both have "<path>.lora_A.weight"): then each of
+        those becomes "<adapter>/<key>" ("/" occurs in no module path). A tensor several adapters
+        share (a base bias both unfreeze) appears once, under the first active adapter that has it.
+        A single active adapter therefore keeps its file keys (checkpoints written before stay loadable).
+        """
+        owned: list[tuple[str, str, nn.Parameter]] = []
+        seen: set[int] = set()
         for name in self.active_adapters:
-            params.update(self.adapter_parameters(name))
-        return params
+            for key, param in self.adapter_parameters(name).items():
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    owned.append((key, name, param))
+        uses = Counter(key for key, _, _ in owned)
+        return [(key if uses[key] == 1 else f"{name}/{key}", name, param) for key, name, param in owned]
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters an optimizer should see: every distinct tensor of the active adapters,
+        under a key no other tensor has (see `_trainable_entries`)."""
+        return {key: param for key, _, param in self._trainable_entries()}
 
     def learning_rate_scales(self) -> dict[str, float]:
         """Per trainable parameter (keys of `trainable_parameters()`), its learning rate relative to
         the run's: a combination component's `lr_scale`, 1.0 for everything else."""
-        return {key: combo.lr_scale(self, name) for name in self.active_adapters
-                for key in self.adapter_parameters(name)}
+        return {key: combo.lr_scale(self, name) for key, name, _ in self._trainable_entries()}
 
     def count_parameters(self) -> tuple[int, int]:
         """(trainable, total) parameter counts; total counts the base model and all adapters."""
