@@ -68,7 +68,7 @@ class PrefixKeyValues(ModelHook):
         self.kv_heads = architecture.num_kv_heads(model)
         self.head_dim = architecture.head_dim(model)
         width = 2 * self.num_layers * self.kv_heads * self.head_dim
-        dtype = model.get_input_embeddings().weight.dtype
+        dtype = vt.input_embedding_weight(model).dtype
         self.prompt_embeddings: nn.Parameter | None = None
         self.prefix_encoder: nn.ModuleDict | None = None
         if config.projection:
@@ -134,7 +134,7 @@ class PrefixKeyValues(ModelHook):
 
     def _cache(self, model: nn.Module, batch: int) -> DynamicCache:
         cache = DynamicCache(config=model.config)
-        for layer, (keys, values) in enumerate(self.key_values(batch, model.get_input_embeddings().weight.dtype)):
+        for layer, (keys, values) in enumerate(self.key_values(batch, vt.input_embedding_weight(model).dtype)):
             cache.update(keys, values, layer)
         return cache
 

@@ -100,7 +100,7 @@ class SoftPrompt(ModelHook):
 
     def __init__(self, model: nn.Module, config: PromptTuningConfig) -> None:
         super().__init__()
-        embedding = model.get_input_embeddings().weight
+        embedding = vt.input_embedding_weight(model)  # (V, d)
         position = config.position
         if position == "auto":
             first_token = getattr(model.config, "model_type", None) in FIRST_TOKEN_POOLERS
@@ -144,6 +144,7 @@ class SoftPrompt(ModelHook):
             prompt = self.prompt_embeddings.to(output.dtype).expand(output.shape[0], -1, -1)  # (B, n, d)
             return torch.cat([output[:, :at], prompt, output[:, at + n:]], dim=1)
 
+        # On the outermost embedding module (a LoRA wrapper if there is one): its delta never reaches P.
         self._armed = model.get_input_embeddings().register_forward_hook(put_prompt)
 
     def _insert(self, model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from peftlab.core.protocol import Capabilities, Method, MethodConfig, ModelHook
+from peftlab.core.protocol import AdapterLayer, Capabilities, Method, MethodConfig, ModelHook
 
 _CACHE_NAMES = ("cache", "past_key_values")
 
@@ -58,6 +58,20 @@ def continues_cache(kwargs: dict[str, Any]) -> bool:
     """True when the call continues a sequence whose cache already holds the virtual tokens."""
     cache = next((kwargs[n] for n in _CACHE_NAMES if kwargs.get(n) is not None), None)
     return cache is not None and cache.get_seq_length() > 0
+
+
+def input_embedding_weight(model: nn.Module) -> torch.Tensor:
+    """The frozen (V, d) table of the model's input embedding, read through adapter wrappers.
+
+    A LoRA on the embedding replaces it by a wrapper that has no `.weight`; the base table is a
+    `base_layer` hop (or several) down. The hooks read it for their dtype and initial values only:
+    the prompt's forward hook stays on the outermost module, so it overwrites the placeholder rows
+    after the wrapper added its delta, i.e. the LoRA changes the real tokens only (as in HF PEFT).
+    """
+    module = model.get_input_embeddings()
+    while isinstance(module, AdapterLayer):
+        module = module.base_layer
+    return module.weight
 
 
 def placeholder_id(model: nn.Module) -> int:
