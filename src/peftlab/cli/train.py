@@ -50,6 +50,24 @@ def _load_model(model: str, task):
     return load_model(model, task.kind, num_labels=task.num_labels if task.kind == "classification" else None)
 
 
+def _load_base(model: str, task, config):
+    """The base model loaded as the method declares (`Method.load_base`: float by default, QLoRA
+    straight into NF4). Of a combination, the part with a loader of its own loads it; two such
+    parts would each want their own base, which one model cannot be."""
+    from peftlab.core.combination import CombinationConfig
+    from peftlab.core.protocol import declares_base_loader
+    from peftlab.core.registry import method_for_config
+
+    parts = [c.config for c in config.components] if isinstance(config, CombinationConfig) else [config]
+    own = [part for part in parts if declares_base_loader(method_for_config(part))]
+    if len(own) > 1:
+        raise ConfigError(f"{own[0].method} and {own[1].method} both load the base model their own way: "
+                          "combine at most one of them")
+    part = own[0] if own else parts[0]
+    num_labels = task.num_labels if task.kind == "classification" else None
+    return method_for_config(part).load_base(model, task.kind, num_labels, part)
+
+
 def _print_metrics(title: str, metrics: dict, echo=typer.echo) -> None:
     shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                       for k, v in metrics.items() if k != "samples")
@@ -139,7 +157,7 @@ def train_command(
     task = _load_task(data, max_train, max_dev, text_col=text_col, text_pair_col=text_pair_col,
                       label_col=label_col, prompt_col=prompt_col, target_col=target_col)
     torch.manual_seed(seed)  # the new head's and the adapter's initial weights
-    loaded = _load_model(model, task)
+    loaded = _load_base(model, task, config)
     peft_model = peftlab.apply(loaded.model, config)
     trainable, total = peft_model.count_parameters()
     runtime = [str(ddp.device)] + ["bf16"] * bf16 + ["gradient checkpointing"] * gradient_checkpointing

@@ -238,6 +238,18 @@ class Method(ABC):
     # the block its own files carry.
     reads_plain_hf_files: ClassVar[bool] = True
 
+    def load_base(self, name_or_path: str, kind: str, num_labels: int | None, config: MethodConfig):
+        """Load the base model this method trains on: a `peftlab.models.LoadedModel` of `kind`
+        ("classification" | "causal-lm"; `num_labels` outputs for classification).
+
+        Default: float weights (`peftlab.models.load_model`). A method whose `prepare_base` turns
+        the base into another form may load straight into it (QLoRA: NF4, so the float block
+        linears never sit in memory); its `prepare_base` must then leave such a base as it is.
+        """
+        from peftlab.models import load_model  # core does not import the model loaders at load time
+
+        return load_model(name_or_path, kind, num_labels=num_labels)
+
     def prepare_base(self, model: nn.Module, config: MethodConfig) -> None:
         """Change the frozen base model in place before `inject` (QLoRA quantizes its linears).
 
@@ -274,3 +286,8 @@ class Method(ABC):
         """Inverse of `config_to_file`; unknown fields are ignored (files from other tools)."""
         known = {f.name for f in dataclasses.fields(self.config_class)}
         return self.config_class(**{k: v for k, v in fields.items() if k in known})
+
+
+def declares_base_loader(method: Method) -> bool:
+    """Whether `method` loads its base model its own way (overrides `Method.load_base`)."""
+    return type(method).load_base is not Method.load_base

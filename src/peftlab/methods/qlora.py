@@ -12,6 +12,8 @@ Quantization changes the base: a fresh QLoRA model computes the *quantized* base
 from the float model by the NF4 error, so ``identity_at_init`` is False (a fresh adapter is an
 exact no-op on the dequantized base, which the method's own tests check). Disabling the adapter
 gives the quantized base too: ``prepare_base`` is the quantization, so that is the base it adds to.
+``load_base`` reads a model folder straight into NF4 (``peftlab train`` loads with it), so the float
+block linears never fill memory; ``prepare_base`` then finds them quantized and leaves them as they are.
 
 Merging dequantizes a layer into a float ``nn.Linear`` / ``Conv1D`` holding W_deq + s·BA (LoRA's
 merge, see ``LoraLinear``); unmerging the last adapter restores the packed layer bit for bit.
@@ -30,15 +32,16 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from peftlab.core.model import file_path
-from peftlab.core.protocol import Capabilities, Method, check_choice
+from peftlab.core.protocol import AdapterLayer, Capabilities, Method, check_choice
 from peftlab.core.registry import register
-from peftlab.core.targets import replace_module
+from peftlab.core.targets import find_targets, replace_module
 from peftlab.errors import ConfigError
 from peftlab.methods.lora import Lora, LoraConfig, inject_lora, lora_bias_parameters, lora_default_targets
 from peftlab.quant import BLOCK_SIZES, Linear4bit
-from peftlab.quant.loading import dequantize_model, quantize_model
+from peftlab.quant.loading import dequantize_model, load_model_4bit, quantize_model
 
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -78,8 +81,25 @@ class QLora(Method):
     hf_peft_type = "LORA"
     reads_plain_hf_files = False  # a plain LoRA file is a `lora` adapter; ours carry a peftlab block
 
+    def load_base(self, name_or_path: str, kind: str, num_labels: int | None, config: QLoraConfig):
+        """The base read straight into NF4 with `config`'s quantization (`load_model_4bit`): equal,
+        bit for bit, to loading in float and quantizing, without the float block linears' peak."""
+        return load_model_4bit(name_or_path, kind, num_labels=num_labels, modules=config.quantize_modules,
+                               block_size=config.block_size, double_quant=config.double_quant,
+                               compute_dtype=COMPUTE_DTYPES[config.compute_dtype])
+
     def prepare_base(self, model: nn.Module, config: QLoraConfig) -> None:
-        quantize_model(model, config.quantize_modules, block_size=config.block_size,
+        """Quantize the float linears `config` selects; those in NF4 already stay as they are.
+
+        A base from `load_base` is 4-bit already, and so is one a first QLoRA adapter prepared
+        (there a selected layer may sit inside a LoRA wrapper, as its `base_layer`).
+        """
+        float_paths = None  # None: every block linear; `quantize_model` skips the 4-bit ones itself
+        if config.quantize_modules is not None:
+            float_paths = _float_layers(model, config.quantize_modules)
+            if not float_paths:
+                return
+        quantize_model(model, float_paths, block_size=config.block_size,
                        double_quant=config.double_quant, compute_dtype=COMPUTE_DTYPES[config.compute_dtype])
 
     def inject(self, model: nn.Module, name: str, config: QLoraConfig) -> list[str]:
@@ -105,6 +125,25 @@ class QLora(Method):
             return QLoraConfig(**lora_fields, **quant)
         except TypeError as error:
             raise ConfigError(f"the peftlab block of this QLoRA adapter is malformed ({error})") from None
+
+
+def _float_layers(model: nn.Module, modules: str | tuple[str, ...]) -> list[str]:
+    """Paths of the still-float layers among those `modules` names, looking through adapter wrappers."""
+    def layer(module: nn.Module) -> nn.Module:
+        while isinstance(module, AdapterLayer):
+            module = module.base_layer
+        return module
+
+    def linear(module: nn.Module) -> bool:
+        return isinstance(layer(module), (nn.Linear, Conv1D, Linear4bit))
+
+    paths = []
+    for path in find_targets(model, modules, accepts=linear, method="qlora quantize_modules"):
+        while isinstance(model.get_submodule(path), AdapterLayer):
+            path += ".base_layer"
+        if not isinstance(model.get_submodule(path), Linear4bit):
+            paths.append(path)
+    return paths
 
 
 @dataclass(frozen=True)
