@@ -182,9 +182,14 @@ def _tables(results: dict[str, Any]) -> list[str]:
                          _num(measured(r, "latency", "merged", "median_ms"), "{:.1f} ms", "not mergeable"),
                          _num(measured(r, "latency", "merged_ratio"), "{:.2f}x"),
                          _num(measured(r, "merge_error"), "{:.1e}")] for r in records])
-    quality = _table(["method", "learning rate", "dev metric", "value", "macro-F1", "final train loss", "train wall"],
+    generation = (results["run_info"].get("task") or {}).get("kind") == "causal-lm"
+    extra = (("BLEU", ("bleu",), "{:.2f}"), ("perplexity", ("perplexity",), "{:.2f}")) if generation \
+        else (("macro-F1", ("macro_f1",), "{:.3f}"),)
+    quality = _table(["method", "learning rate", "dev metric", "value", *(e[0] for e in extra), "final train loss",
+                      "train wall"],
                      [[r["method"], f"{r['config']['learning_rate']:g}", measured(r, "quality", "metric") or "–",
-                       _num(quality_value(r), "{:.2f}"), _num(measured(r, "quality", "dev", "macro_f1"), "{:.3f}"),
+                       _num(quality_value(r), "{:.2f}"),
+                       *(_num(measured(r, "quality", "dev", *keys), form) for _, keys, form in extra),
                        _num(measured(r, "quality", "final_train_loss"), "{:.3f}"),
                        _num(measured(r, "train", "wall_s"), "{:.0f} s")] for r in records])
     return [
