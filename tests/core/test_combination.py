@@ -126,8 +126,6 @@ def test_capabilities_derive_from_the_parts_and_mergeable_parts_merge_by_name():
      "lora .* and ia3 .* both adapt bert.encoder.layer.0.attention.self.key"),
     (lambda: peftlab.make_config("lora+adapters", lora={"target_modules": "all-linear"}),
      "lora .* and adapters .* both adapt"),
-    (lambda: peftlab.make_config("lora+prompt", lora={"target_modules": ("query", "word_embeddings")}),
-     "adapts the input embedding .* that the hook of prompt"),
     (lambda: peftlab.make_config("full+lora", lora={"bias": "all"}), "both train the base parameter"),
 ])
 def test_conflicting_parts_are_refused_and_the_model_is_left_as_it_was(config, message):
@@ -140,6 +138,22 @@ def test_conflicting_parts_are_refused_and_the_model_is_left_as_it_was(config, m
     assert model.configs == {} and model.combinations == {} and len(model.hooks) == 0
     assert not any(isinstance(m, peftlab.core.AdapterLayer) for m in model.model.modules())
     torch.testing.assert_close(logits(model, tiny_batch()), logits(reference, tiny_batch()), rtol=0, atol=0)
+
+
+def test_lora_on_the_input_embedding_combines_with_a_prompt():
+    """The prompt's hook reads the embedding through LoRA's wrapper; LoRA applies to real tokens."""
+    model = peftlab.apply(tiny_model("bert"), peftlab.make_config(
+        "lora+prompt", lora={"target_modules": ("query", "word_embeddings")}))
+    randomize(model)
+    before = {k: v.detach().clone() for k, v in model.trainable_parameters().items()}
+    optimizer = torch.optim.AdamW(model.trainable_parameters().values(), lr=1e-2)
+    for _ in range(2):
+        model(**tiny_batch()).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    changed = {k for k, v in model.trainable_parameters().items() if not torch.equal(v, before[k])}
+    assert any("word_embeddings.lora_embedding_A" in k for k in changed)
+    assert any(k.startswith("prompt") or "prompt" in k for k in changed)
 
 
 def test_bad_combination_configs_are_refused():

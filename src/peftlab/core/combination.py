@@ -175,13 +175,6 @@ def check_conflicts(peft_model: "PeftModel", config: CombinationConfig, combinat
             if other is not component:
                 raise ConfigError(f"{other.config.method} ({other.name}) and {component.config.method} "
                                   f"({component.name}) both adapt {path}: give them disjoint target modules")
-    # Hooks build their tensors from the input embedding's weight, which a wrapper hides.
-    embedding = peft_model.model.get_input_embeddings()
-    wrapped = next((p for p, m in peft_model.model.named_modules() if m is embedding), None)
-    if hooked and wrapped in adapted:
-        raise ConfigError(f"{adapted[wrapped].config.method} ({adapted[wrapped].name}) adapts the input embedding "
-                          f"{wrapped} that the hook of {hooked[0].config.method} ({hooked[0].name}) reads: "
-                          "leave the embedding out of its target modules")
 
 
 def _check_base_parameters(peft_model: "PeftModel", config: CombinationConfig, combination: str) -> None:
