@@ -72,12 +72,28 @@ def test_the_worker_runs_a_sweep_phase(tiny_plan, tmp_path):
 
 
 def test_a_diverging_rate_stops_early_and_is_never_chosen(tiny_plan, monkeypatch):
+    """At the wild rate the loss is made to grow 30% a step (a forward hook), as a diverging run's does."""
     from peftlab.compare import sweep as sweep_module
 
+    real_train = sweep_module.train
+
+    def train_with_a_rising_loss_at_the_wild_rate(peft_model, task, tokenizer, settings, **kwargs):
+        if settings.learning_rate == 1.0:
+            calls = []
+
+            def rising(module, args, output):
+                calls.append(1)
+                output["loss"] = output["loss"] * 1.3 ** len(calls)
+                return output
+            peft_model.model.register_forward_hook(rising)
+        return real_train(peft_model, task, tokenizer, settings, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "train", train_with_a_rising_loss_at_the_wild_rate)
     monkeypatch.setitem(sweep_module.SWEEP_GRIDS, "lora", (1e-3, 1.0))
     plan = dataclasses.replace(tiny_plan, budget=dataclasses.replace(tiny_plan.budget, steps=20))
     sweep = _sweep(plan)
-    wild = sweep["points"][1]
-    assert wild["diverged"] and wild["score"] is None
-    assert wild["stop_reason"] in ("rising", "nonfinite") and 5 <= wild["stopped_at_step"] < 20
-    assert sweep["chosen"] in (None, 1e-3)  # the toy labels are noise: 1e-3 may stop on a rising loss too
+    sane, wild = sweep["points"]
+    assert wild["diverged"] and wild["score"] is None and wild["stop_reason"] == "rising"
+    assert wild["stopped_at_step"] == 10  # the first log at or after 25% of 20 steps with a previous log
+    assert sane["stopped_at_step"] is None and sane["score"] is not None
+    assert sweep["chosen"] == 1e-3

@@ -46,7 +46,7 @@ class TrainConfig:
                       `peftlab.train.checkpoint` for what it holds and where it goes.
     keep_checkpoints: how many of the newest checkpoints stay on disk (older ones are deleted).
     stop_if_loss_rises_after: a fraction f of the run: from step f·total on, a logged window loss
-                      above the first logged one stops the run (`TrainingDivergedError`, reason
+                      more than 10% above the first logged one stops the run (`TrainingDivergedError`, reason
                       "rising"); meant for learning-rate sweeps, where a rising loss wastes time.
     """
 

@@ -48,6 +48,11 @@ from peftlab.train.runtime import ProgressBar, cpu_time_s, peak_rss_mb, runtime,
 from peftlab.train.schedule import epoch_order, make_optimizer, make_scheduler, warmup_steps
 
 
+# How far above the first logged loss a later one must be to count as rising: the loss of a sane
+# but slow run wanders a few percent around its start (windows of a few noisy batches).
+RISING_MARGIN = 0.10
+
+
 class TrainingDivergedError(PeftlabError):
     """The run stopped: its loss (or weights) became non-finite, or its loss rose.
 
@@ -315,7 +320,8 @@ class _Loop:
             raise _nonfinite_loss(mean_loss, step, config)
         history = self.result.history
         fraction = config.stop_if_loss_rises_after
-        if fraction is not None and history and step >= fraction * self.total and mean_loss > history[0]["loss"]:
+        if (fraction is not None and history and step >= fraction * self.total
+                and mean_loss > (1 + RISING_MARGIN) * history[0]["loss"]):
             raise TrainingDivergedError(
                 f"the training loss rose from {history[0]['loss']:.4f} (step {history[0]['step']}) to "
                 f"{mean_loss:.4f} at step {step} of {self.total} (stop_if_loss_rises_after={fraction}): lower "
