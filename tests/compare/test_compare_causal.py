@@ -62,12 +62,16 @@ def test_every_method_is_scored_by_generation(compared):
         assert record["error"] is None, record["error"]
         quality = record["measurements"]["quality"]
         dev = quality["dev"]
-        assert dev["prompts"] == 3 and 0.0 <= dev["bleu"] <= 100.0 and 0.0 <= dev["rouge_l"] <= 1.0
+        assert dev["prompts"] == 3 and 0.0 <= dev["bleu"] <= 100.0 and 0.0 <= dev["rouge_l"] <= 100.0
         assert dev["perplexity"] > 1.0 and quality["samples"] and "output" in quality["samples"][0]
         assert quality["metric"] in ("bleu", "rouge_l", "loss")
 
 
 def test_the_report_shows_generation_metrics(compared):
-    _, out = compared
+    from peftlab.compare.report import quality_value
+
+    results, out = compared
+    lora = results["methods"][0]
+    assert quality_value(lora) == lora["measurements"]["quality"]["dev"]["rouge_l"]  # a percentage already
     report = (out / "report.md").read_text()
     assert "| BLEU | perplexity |" in report and "| lora | 0.001 | rouge_l |" in report

@@ -100,11 +100,12 @@ def measured(record: dict[str, Any], *path: str) -> Any:
 
 
 def quality_value(record: dict[str, Any]) -> float | None:
-    """The headline dev metric in percent for accuracy-like metrics (0..1), else as measured."""
+    """The headline dev metric in percent: accuracy (a 0..1 fraction) times 100; ROUGE-L and BLEU
+    are percentages already and perplexity is not one, so they stay as measured."""
     value, metric = measured(record, "quality", "value"), measured(record, "quality", "metric")
     if value is None:
         return None
-    return value if metric == "perplexity" else 100 * value
+    return 100 * value if metric == "accuracy" else value
 
 
 def check_claim(claim: Claim, records: dict[str, dict[str, Any]]) -> tuple[str, str]:
