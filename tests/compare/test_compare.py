@@ -105,5 +105,8 @@ def test_a_sweep_shows_in_the_report_and_its_chart(compared, tmp_path):
                    {"learning_rate": 2e-3, "score": None, "diverged": True}]}
     report = render_report(results)
     assert "## Learning-rate sweep" in report and "0.0005 → 0.500, 0.001 → 0.600, 0.002 → diverged" in report
+    assert "| **0.001** |" in report  # chosen inside the grid: no edge mark
+    results["methods"][1]["config"]["sweep"]["chosen"] = 2e-3
+    assert "(grid edge)" in render_report(results)
     written = write_charts(results, tmp_path)
     assert (tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC and len(written) == len(CHART_TITLES) + 1

@@ -239,13 +239,15 @@ def _sweep_section(results: dict[str, Any]) -> str:
             continue
         points = ", ".join(f"{p['learning_rate']:g} → {_sweep_outcome(p)}" for p in sweep["points"])
         wall = f"{sweep['wall_s']:.0f}" if "wall_s" in sweep else "–"
-        rows.append([r["method"], points, f"**{r['config']['learning_rate']:g}**", wall])
+        rates = [p["learning_rate"] for p in sweep["points"]]
+        edge = " (grid edge)" if sweep.get("chosen") in (min(rates), max(rates)) and len(rates) > 1 else ""
+        rows.append([r["method"], points, f"**{r['config']['learning_rate']:g}**{edge}", wall])
     first = swept[0]["config"]["sweep"]
     total = sum(r["config"]["sweep"].get("wall_s", 0.0) for r in swept)
     return (f"## Learning-rate sweep\n\nEach rate trained on the same budget on the training rows minus a "
             f"validation split of {first.get('validation_rows', '?')} rows, scored by validation "
             f"{first.get('metric', '?')}; the dev set above was never read by the sweep. The sweep took "
-            f"{total:.0f} s of wall time in all.\n\n"
+            f"{total:.0f} s of wall time in all. A rate chosen at the grid's edge may have a better one beyond it.\n\n"
             + _table(["method", "rate → validation score", "chosen", "sweep wall s"], rows))
 
 
