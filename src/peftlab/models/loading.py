@@ -196,6 +196,18 @@ def resolve_model_folder(name_or_path: str) -> Path:
     )
 
 
+def share_pad_token(model, tokenizer) -> None:
+    """Give a tokenizer without a pad token (GPT-2, LLaMA) its EOS token as pad, and tell the model's
+    config and generation config which id that is (decoder classifiers find each row's last real
+    token by it; generate pads finished rows with it)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
 def load_model(
     name_or_path: str,
     kind: str,
@@ -219,12 +231,7 @@ def load_model(
         model, info = _MODEL_CLASSES[kind].from_pretrained(
             folder, dtype=dtype, local_files_only=True, output_loading_info=True, **extra
         )
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    share_pad_token(model, tokenizer)
     new_parameters = tuple(sorted(info.get("missing_keys", ())))
     if new_parameters:
         log.info("%s: newly initialised (train them): %s", name_or_path, ", ".join(new_parameters))

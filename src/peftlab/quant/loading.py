@@ -193,7 +193,8 @@ def load_model_4bit(name_or_path: str, kind: str, *, num_labels: int | None = No
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    from peftlab.models.loading import _MODEL_CLASSES, KINDS, LoadedModel, _quiet_transformers, resolve_model_folder
+    from peftlab.models.loading import (_MODEL_CLASSES, KINDS, LoadedModel, _quiet_transformers, resolve_model_folder,
+                                        share_pad_token)
 
     if kind not in KINDS:
         raise PeftlabError(f"unknown model kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -204,10 +205,5 @@ def load_model_4bit(name_or_path: str, kind: str, *, num_labels: int | None = No
         config = AutoConfig.from_pretrained(folder, local_files_only=True, **extra)
         model, new = load_quantized(folder, _MODEL_CLASSES[kind], config, modules=modules, block_size=block_size,
                                     double_quant=double_quant, compute_dtype=compute_dtype)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    share_pad_token(model, tokenizer)
     return LoadedModel(model, tokenizer, name_or_path, str(folder), kind, tuple(new))
