@@ -97,3 +97,17 @@ def test_a_diverging_rate_stops_early_and_is_never_chosen(tiny_plan, monkeypatch
     assert wild["stopped_at_step"] == 10  # the first log at or after 25% of 20 steps with a previous log
     assert sane["stopped_at_step"] is None and sane["score"] is not None
     assert sweep["chosen"] == 1e-3
+
+
+def test_the_reported_run_repeats_the_chosen_sweep_run(tiny_plan, tmp_path):
+    """Same rows, same seeded start, same order: the model scored on dev is the one that won validation."""
+    from peftlab.compare.worker import run_training
+
+    sweep = _sweep(tiny_plan)
+    method = dataclasses.replace(tiny_plan.method("lora"), learning_rate=sweep["chosen"], sweep=sweep)
+    plan = dataclasses.replace(tiny_plan, methods=(method,))
+    reported = run_training(plan, method, tmp_path / "adapter", progress=False)
+    winner = next(p for p in sweep["points"] if p["learning_rate"] == sweep["chosen"])
+    assert reported["task"]["train_rows"] == sweep["train_rows"]
+    assert reported["train"]["loss_history"][-1]["loss"] == winner["final_loss"]
+    assert reported["quality"]["dev_rows"] == 16  # the dev set is back for the reported run

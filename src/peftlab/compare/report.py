@@ -246,7 +246,9 @@ def _sweep_section(results: dict[str, Any]) -> str:
     total = sum(r["config"]["sweep"].get("wall_s", 0.0) for r in swept)
     return (f"## Learning-rate sweep\n\nEach rate trained on the same budget on the training rows minus a "
             f"validation split of {first.get('validation_rows', '?')} rows, scored by validation "
-            f"{first.get('metric', '?')}; the dev set above was never read by the sweep. The sweep took "
+            f"{first.get('metric', '?')}; the dev set above was never read by the sweep. The reported runs "
+            "train on the same rows, from the same seeded start and in the same order, at the chosen rate: "
+            "each repeats its method's winning sweep run, so the dev score is that model's. The sweep took "
             f"{total:.0f} s of wall time in all. A rate chosen at the grid's edge may have a better one beyond it.\n\n"
             + _table(["method", "rate → validation score", "chosen", "sweep wall s"], rows))
 

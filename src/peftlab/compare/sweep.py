@@ -9,8 +9,12 @@ the literature default), on the comparison's step budget, from the same seeded i
     for lr in grid:  score(lr) = validation metric after training on train_rest
     chosen = argmax score   (argmin for perplexity); ties go to the smaller rate
 
-and the reported run then trains at the chosen rate. The dev set is removed from the task before
-the sweep starts, so no sweep run can read it. Diverging runs stop early, so a bad rate costs
+and the reported run then trains at the chosen rate on the same rows, from the same initialisation
+(`apply_method` seeds it) and in the same seeded order: it repeats the chosen sweep run step for
+step, so the model scored on the dev set is the model that won on validation. (Retraining on all
+rows in a new order would not be: at short budgets soft prompts move by 10-25 points with the data
+order alone, and the quick budget's 1,600 examples are fewer than the 3,600 rows left anyway.)
+The dev set is removed from the task before the sweep starts, so no sweep run can read it. Diverging runs stop early, so a bad rate costs
 little: NaN/inf stops a run at once, and from `STOP_RISING_AFTER` of the budget on a logged loss
 above the first logged one stops it too (`TrainConfig.stop_if_loss_rises_after`). A run that ends
 with its final loss above its first also counts as diverged. Diverged rates are never chosen.
@@ -22,7 +26,6 @@ import copy
 import dataclasses
 from typing import Any
 
-import peftlab
 from peftlab.compare.plan import ComparePlan, MethodPlan
 from peftlab.data.tasks import CLASSIFICATION, Task
 from peftlab.train import TrainingDivergedError, train
@@ -45,10 +48,20 @@ def sweep_grid(method: MethodPlan) -> tuple[float, ...]:
     return SWEEP_GRIDS.get(method.method, tuple(method.learning_rate * f for f in FALLBACK_FACTORS))
 
 
+def without_validation(task: Task, fraction: float, seed: int) -> tuple[Task, tuple]:
+    """(the task with its training rows minus the sweep's validation split, the validation rows).
+
+    The reported runs of a tuned comparison train on this task too, so the validation rows stay
+    held out from every model of the comparison.
+    """
+    rest, validation = task.split_validation(fraction, seed)
+    return dataclasses.replace(task, train=rest), validation
+
+
 def sweep_task(task: Task, fraction: float, seed: int) -> tuple[Task, tuple]:
     """(the task with its training rows minus a validation split and NO dev set, the validation rows)."""
-    rest, validation = task.split_validation(fraction, seed)
-    return dataclasses.replace(task, train=rest, dev=(), dev_references=()), validation
+    rest, validation = without_validation(task, fraction, seed)
+    return dataclasses.replace(rest, dev=(), dev_references=()), validation
 
 
 def choose(points: list[dict[str, Any]], lower_is_better: bool) -> float | None:
@@ -62,7 +75,7 @@ def choose(points: list[dict[str, Any]], lower_is_better: bool) -> float | None:
 
 def run_sweep(plan: ComparePlan, method: MethodPlan, task: Task, loaded, progress: bool) -> dict[str, Any]:
     """Train `method` once per rate of its grid on `task`'s training rows; score on validation."""
-    from peftlab.compare.worker import method_config, train_config
+    from peftlab.compare.worker import apply_method, train_config
 
     budget = plan.budget
     tuning, validation = sweep_task(task, budget.validation_fraction, plan.seed)
@@ -70,7 +83,7 @@ def run_sweep(plan: ComparePlan, method: MethodPlan, task: Task, loaded, progres
     points = []
     for rate in sweep_grid(method):
         model = copy.deepcopy(loaded.model)  # the same seeded head for every rate
-        peft_model = peftlab.apply(model, method_config(method))
+        peft_model = apply_method(plan, model, method)
         settings = dataclasses.replace(train_config(plan, method, task), learning_rate=rate, generate=False,
                                        stop_if_loss_rises_after=STOP_RISING_AFTER)
         try:

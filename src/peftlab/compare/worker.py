@@ -33,6 +33,7 @@ import torch
 
 import peftlab
 from peftlab.compare.plan import ComparePlan, MethodPlan
+from peftlab.compare.sweep import without_validation
 from peftlab.data import load_task
 from peftlab.data.tasks import CAUSAL_LM, CLASSIFICATION, Task
 from peftlab.io import write_json
@@ -79,6 +80,13 @@ def method_config(method: MethodPlan):
     return peftlab.make_config(method.method, **_from_json(method.fields))
 
 
+def apply_method(plan: ComparePlan, model: torch.nn.Module, method: MethodPlan) -> peftlab.PeftModel:
+    """`method` on `model`, its adapter initialised from the plan's seed: a sweep's run at some rate
+    and the reported run at that rate start from the same weights."""
+    torch.manual_seed(plan.seed)
+    return peftlab.apply(model, method_config(method))
+
+
 def train_config(plan: ComparePlan, method: MethodPlan, task: Task) -> TrainConfig:
     budget = plan.budget
     return TrainConfig(learning_rate=method.learning_rate, max_steps=budget.steps, batch_size=budget.batch_size,
@@ -121,10 +129,11 @@ def run_training(plan: ComparePlan, method: MethodPlan, adapter_dir: Path, progr
     """Train one method on the plan's budget; measure parameters, file size, memory, quality, merge."""
     runtime_rss = rss_mb()
     task = load_compare_task(plan)
-    config = method_config(method)
+    if plan.budget.tune_lr:  # the sweep's rows and order: the run repeats the sweep's chosen run
+        task, _ = without_validation(task, plan.budget.validation_fraction, plan.seed)
     loaded = load_base(plan, task)
     base_total = sum(p.numel() for p in loaded.model.parameters())
-    peft_model = peftlab.apply(loaded.model, config)
+    peft_model = apply_method(plan, loaded.model, method)
     trainable, total = peft_model.count_parameters()
     loaded_rss = rss_mb()
     settings = train_config(plan, method, task)
