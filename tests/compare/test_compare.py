@@ -108,5 +108,7 @@ def test_a_sweep_shows_in_the_report_and_its_chart(compared, tmp_path):
     assert "| **0.001** |" in report  # chosen inside the grid: no edge mark
     results["methods"][1]["config"]["sweep"]["chosen"] = 2e-3
     assert "(grid edge)" in render_report(results)
+    results["methods"][1]["config"]["sweep"]["extended"] = [2e-3]
+    assert "0.002⁺ → diverged" in render_report(results)  # a rate tried past the grid is marked
     written = write_charts(results, tmp_path)
     assert (tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC and len(written) == len(CHART_TITLES) + 1

@@ -8,7 +8,7 @@ import pytest
 from train_helpers import write_tiny_model, write_toy_data
 
 from peftlab.compare.plan import make_plan
-from peftlab.compare.sweep import SWEEP_GRIDS, choose, run_sweep
+from peftlab.compare.sweep import MAX_EXTENSIONS, SWEEP_GRIDS, choose, past_the_edge, run_sweep
 from peftlab.compare.worker import load_base, load_compare_task
 
 
@@ -39,7 +39,8 @@ def _sweep(plan):
 
 def test_sweep_scores_every_rate_on_validation_and_chooses_the_best(tiny_plan):
     sweep = _sweep(tiny_plan)
-    assert [p["learning_rate"] for p in sweep["points"]] == list(SWEEP_GRIDS["lora"])
+    rates = [p["learning_rate"] for p in sweep["points"]]
+    assert rates == sorted([*SWEEP_GRIDS["lora"], *sweep["extended"]])
     assert sweep["validation_rows"] == 12 and sweep["train_rows"] == 48
     assert sweep["chosen"] == choose(sweep["points"], lower_is_better=False)
     best = max(p["score"] for p in sweep["points"] if not p["diverged"])
@@ -68,7 +69,7 @@ def test_the_worker_runs_a_sweep_phase(tiny_plan, tmp_path):
     write_json(tmp_path / "spec.json", {"phase": "sweep", "plan": tiny_plan.to_dict(), "method": "lora"})
     assert worker.main([str(tmp_path / "spec.json"), str(tmp_path / "out.json")]) == 0
     result = json.loads((tmp_path / "out.json").read_text())
-    assert result["chosen"] in SWEEP_GRIDS["lora"] and result["metric"] == "accuracy"
+    assert result["chosen"] in [p["learning_rate"] for p in result["points"]] and result["metric"] == "accuracy"
 
 
 def test_a_diverging_rate_stops_early_and_is_never_chosen(tiny_plan, monkeypatch):
@@ -90,6 +91,7 @@ def test_a_diverging_rate_stops_early_and_is_never_chosen(tiny_plan, monkeypatch
 
     monkeypatch.setattr(sweep_module, "train", train_with_a_rising_loss_at_the_wild_rate)
     monkeypatch.setitem(sweep_module.SWEEP_GRIDS, "lora", (1e-3, 1.0))
+    monkeypatch.setattr(sweep_module, "MAX_EXTENSIONS", 0)  # 1e-3 is the grid's edge
     plan = dataclasses.replace(tiny_plan, budget=dataclasses.replace(tiny_plan.budget, steps=20))
     sweep = _sweep(plan)
     sane, wild = sweep["points"]
@@ -111,3 +113,28 @@ def test_the_reported_run_repeats_the_chosen_sweep_run(tiny_plan, tmp_path):
     assert reported["task"]["train_rows"] == sweep["train_rows"]
     assert reported["train"]["loss_history"][-1]["loss"] == winner["final_loss"]
     assert reported["quality"]["dev_rows"] == 16  # the dev set is back for the reported run
+
+
+def test_past_the_edge_continues_the_grid_log_spaced():
+    points = [{"learning_rate": r} for r in (1e-3, 3e-3, 1e-2)]
+    assert past_the_edge(points, 1e-2) == pytest.approx(1e-2 * 1e-2 / 3e-3)
+    assert past_the_edge(points, 1e-3) == pytest.approx(1e-3 / 3)
+    assert past_the_edge(points, 3e-3) is None and past_the_edge(points, None) is None
+
+
+def test_a_best_rate_on_the_edge_extends_the_sweep_at_most_max_extensions_times(tiny_plan, monkeypatch):
+    """Validation accuracy is made to grow with the rate (a stand-in trainer): every best sits on the top edge."""
+    from types import SimpleNamespace
+
+    from peftlab.compare import sweep as sweep_module
+
+    def accuracy_grows_with_the_rate(peft_model, task, tokenizer, settings, **kwargs):
+        return SimpleNamespace(final_metrics={"accuracy": settings.learning_rate},
+                               history=[{"loss": 0.7}, {"loss": 0.5}])
+
+    monkeypatch.setattr(sweep_module, "train", accuracy_grows_with_the_rate)
+    sweep = _sweep(tiny_plan)
+    _, mid, high = SWEEP_GRIDS["lora"]
+    assert len(sweep["extended"]) == MAX_EXTENSIONS
+    assert sweep["extended"][0] == pytest.approx(high * high / mid)
+    assert sweep["chosen"] == sweep["extended"][-1] == max(p["learning_rate"] for p in sweep["points"])

@@ -237,7 +237,9 @@ def _sweep_section(results: dict[str, Any]) -> str:
         if sweep.get("error"):
             rows.append([r["method"], f"failed: {sweep['error']['message'][:200]}", "–"])
             continue
-        points = ", ".join(f"{p['learning_rate']:g} → {_sweep_outcome(p)}" for p in sweep["points"])
+        extended = set(sweep.get("extended", ()))
+        points = ", ".join(f"{p['learning_rate']:g}{'⁺' if p['learning_rate'] in extended else ''} → "
+                           f"{_sweep_outcome(p)}" for p in sweep["points"])
         wall = f"{sweep['wall_s']:.0f}" if "wall_s" in sweep else "–"
         rates = [p["learning_rate"] for p in sweep["points"]]
         edge = " (grid edge)" if sweep.get("chosen") in (min(rates), max(rates)) and len(rates) > 1 else ""
@@ -249,7 +251,9 @@ def _sweep_section(results: dict[str, Any]) -> str:
             f"{first.get('metric', '?')}; the dev set above was never read by the sweep. The reported runs "
             "train on the same rows, from the same seeded start and in the same order, at the chosen rate: "
             "each repeats its method's winning sweep run, so the dev score is that model's. The sweep took "
-            f"{total:.0f} s of wall time in all. A rate chosen at the grid's edge may have a better one beyond it.\n\n"
+            f"{total:.0f} s of wall time in all. A best rate on the grid's edge extends the search one step "
+            "further out (⁺), a limited number of times: a rate still marked \"grid edge\" may have a "
+            "better one beyond it.\n\n"
             + _table(["method", "rate → validation score", "chosen", "sweep wall s"], rows))
 
 

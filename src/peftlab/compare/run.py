@@ -80,12 +80,13 @@ def tune_learning_rates(plan: ComparePlan, scratch: Path, console: Console, prog
     comparison's own training) and, once a method's sweep has run, as a time left extrapolated from
     the seconds per sweep step measured so far. Each sweep records its wall time (`wall_s`).
     """
-    from peftlab.compare.sweep import sweep_grid
+    from peftlab.compare.sweep import MAX_EXTENSIONS, sweep_grid
 
     runs = sum(len(sweep_grid(m)) for m in plan.methods)
     steps = runs * plan.budget.steps
     console.print(f"learning-rate sweep first: {runs} runs of {plan.budget.steps} steps ({steps:,} steps, "
-                  f"{runs / len(plan.methods):.0f}x the comparison's own {len(plan.methods) * plan.budget.steps:,}); "
+                  f"{runs / len(plan.methods):.0f}x the comparison's own {len(plan.methods) * plan.budget.steps:,}), "
+                  f"up to {MAX_EXTENSIONS} more per method whose best rate is on its grid's edge; "
                   "diverging runs stop early")
     tuned, spent, steps_done = [], 0.0, 0
     for index, method in enumerate(plan.methods, 1):
@@ -96,7 +97,8 @@ def tune_learning_rates(plan: ComparePlan, scratch: Path, console: Console, prog
                       scratch, f"sweep-{method.method}", timeout)
         sweep["wall_s"] = time.perf_counter() - began
         spent += sweep["wall_s"]
-        steps_done += len(sweep_grid(method)) * plan.budget.steps
+        extra = len(sweep.get("extended", ())) * plan.budget.steps  # runs past the grid's edge
+        steps, steps_done = steps + extra, steps_done + len(sweep_grid(method)) * plan.budget.steps + extra
         if index < len(plan.methods):
             console.print(f"sweep {method.method}: {sweep['wall_s']:.0f} s; about "
                           f"{spent / steps_done * (steps - steps_done) / 60:.1f} min of sweeping left")

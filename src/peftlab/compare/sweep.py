@@ -9,15 +9,19 @@ the literature default), on the comparison's step budget, from the same seeded i
     for lr in grid:  score(lr) = validation metric after training on train_rest
     chosen = argmax score   (argmin for perplexity); ties go to the smaller rate
 
-and the reported run then trains at the chosen rate on the same rows, from the same initialisation
-(`apply_method` seeds it) and in the same seeded order: it repeats the chosen sweep run step for
-step, so the model scored on the dev set is the model that won on validation. (Retraining on all
-rows in a new order would not be: at short budgets soft prompts move by 10-25 points with the data
-order alone, and the quick budget's 1,600 examples are fewer than the 3,600 rows left anyway.)
-The dev set is removed from the task before the sweep starts, so no sweep run can read it. Diverging runs stop early, so a bad rate costs
-little: NaN/inf stops a run at once, and from `STOP_RISING_AFTER` of the budget on a logged loss
-above the first logged one stops it too (`TrainConfig.stop_if_loss_rises_after`). A run that ends
-with its final loss above its first also counts as diverged. Diverged rates are never chosen.
+A best rate on the grid's edge extends the search one step further out (at most
+`MAX_EXTENSIONS` times). The reported run then trains at the chosen rate on the same rows, from
+the same initialisation (`apply_method` seeds it) and in the same seeded order: it repeats the
+chosen sweep run step for step, so the model scored on the dev set is the model that won on
+validation. (Retraining on all rows in a new order would not be: at short budgets soft prompts
+move by 10-25 points with the data order alone, and the quick budget's 1,600 examples are fewer
+than the 3,600 rows left anyway.)
+
+The dev set is removed from the task before the sweep starts, so no sweep run can read it.
+Diverging runs stop early, so a bad rate costs little: NaN/inf stops a run at once, and from
+`STOP_RISING_AFTER` of the budget on a logged loss above the first logged one stops it too
+(`TrainConfig.stop_if_loss_rises_after`). A run that ends with its final loss above its first
+also counts as diverged. Diverged rates are never chosen.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ SWEEP_GRIDS: dict[str, tuple[float, ...]] = {
     "prompt": (3e-2, 1e-1, 3e-1),
 }
 FALLBACK_FACTORS = (1 / 3, 1.0, 3.0)  # around the literature rate, for a method without a grid
+MAX_EXTENSIONS = 2  # extra rates past the grid's edge while the best rate sits on it
 STOP_RISING_AFTER = 0.25  # of the budget: warmup is over and a working rate has brought the loss down
 
 
@@ -73,15 +78,35 @@ def choose(points: list[dict[str, Any]], lower_is_better: bool) -> float | None:
     return min(usable, key=lambda p: (sign * p["score"], p["learning_rate"]))["learning_rate"]
 
 
+def past_the_edge(points: list[dict[str, Any]], chosen: float | None) -> float | None:
+    """One grid step beyond the tried rates when `chosen` is the lowest or highest of them, else None.
+
+    A best rate on the grid's edge says only that the optimum may lie further out; the step is the
+    ratio of the two outermost rates on that side, so the search stays log-spaced.
+    """
+    rates = sorted(p["learning_rate"] for p in points)
+    if chosen is None or len(rates) < 2:
+        return None
+    if chosen == rates[-1]:
+        return rates[-1] * rates[-1] / rates[-2]
+    if chosen == rates[0]:
+        return rates[0] * rates[0] / rates[1]
+    return None
+
+
 def run_sweep(plan: ComparePlan, method: MethodPlan, task: Task, loaded, progress: bool) -> dict[str, Any]:
-    """Train `method` once per rate of its grid on `task`'s training rows; score on validation."""
+    """Train `method` once per rate of its grid on `task`'s training rows; score on validation.
+
+    While the best rate sits on the edge of the rates tried, up to `MAX_EXTENSIONS` more rates
+    are tried one step further out (`past_the_edge`); points come back sorted by rate.
+    """
     from peftlab.compare.worker import apply_method, train_config
 
     budget = plan.budget
     tuning, validation = sweep_task(task, budget.validation_fraction, plan.seed)
     metric = "accuracy" if task.kind == CLASSIFICATION else "loss"
-    points = []
-    for rate in sweep_grid(method):
+
+    def train_at(rate: float) -> dict[str, Any]:
         model = copy.deepcopy(loaded.model)  # the same seeded head for every rate
         peft_model = apply_method(plan, model, method)
         settings = dataclasses.replace(train_config(plan, method, task), learning_rate=rate, generate=False,
@@ -90,13 +115,20 @@ def run_sweep(plan: ComparePlan, method: MethodPlan, task: Task, loaded, progres
             result = train(peft_model, tuning, loaded.tokenizer, settings, progress=progress,
                            dev_examples=validation)
         except TrainingDivergedError as stopped:
-            points.append({"learning_rate": rate, "score": None, "diverged": True, "final_loss": None,
-                           "stopped_at_step": stopped.step, "stop_reason": stopped.reason})
-            continue
+            return {"learning_rate": rate, "score": None, "diverged": True, "final_loss": None,
+                    "stopped_at_step": stopped.step, "stop_reason": stopped.reason}
         losses = [h["loss"] for h in result.history]
-        points.append({"learning_rate": rate, "score": result.final_metrics.get(metric),
-                       "diverged": bool(losses) and losses[-1] > losses[0], "final_loss": losses[-1] if losses else None,
-                       "stopped_at_step": None, "stop_reason": None})
+        return {"learning_rate": rate, "score": result.final_metrics.get(metric),
+                "diverged": bool(losses) and losses[-1] > losses[0], "final_loss": losses[-1] if losses else None,
+                "stopped_at_step": None, "stop_reason": None}
+
+    points = [train_at(rate) for rate in sweep_grid(method)]
     chosen = choose(points, lower_is_better=metric == "loss")
-    return {"metric": metric, "points": points, "chosen": chosen, "validation_rows": len(validation),
-            "train_rows": len(tuning.train), "steps": budget.steps}
+    extended = []
+    while len(extended) < MAX_EXTENSIONS and (rate := past_the_edge(points, chosen)) is not None:
+        extended.append(rate)
+        points.append(train_at(rate))
+        chosen = choose(points, lower_is_better=metric == "loss")
+    return {"metric": metric, "points": sorted(points, key=lambda p: p["learning_rate"]), "chosen": chosen,
+            "extended": extended, "validation_rows": len(validation), "train_rows": len(tuning.train),
+            "steps": budget.steps}
