@@ -105,3 +105,25 @@ def test_two_parts_with_their_own_loaders_are_refused(paths):
                               Component("b", QLoraConfig(target_modules=("v_proj",)))))
     with pytest.raises(ConfigError, match="both load the base model their own way"):
         _load_base(str(paths / "model"), Task(), both)
+
+
+def test_eval_loads_a_qlora_adapters_base_into_nf4_and_scores_like_the_float_path(paths, tmp_path, monkeypatch):
+    train_qlora(paths, tmp_path / "run", monkeypatch)
+
+    def evaluate(patch):
+        result = CliRunner().invoke(app, ["eval", str(tmp_path / "run"), "--model", str(paths / "model"),
+                                          "--data", str(paths / "data"), "--max-length", "24", "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    def no_float_load(*args, **kwargs):
+        raise AssertionError("the float loader was called")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(peftlab.models, "load_model", no_float_load)
+        patch.setattr(peftlab.models.loading, "load_model", no_float_load)
+        direct = evaluate(patch)
+    with monkeypatch.context() as patch:
+        patch.setattr(QLora, "load_base", Method.load_base)  # load in float, then prepare_base quantizes
+        float_path = evaluate(patch)
+    assert direct["loss"] == pytest.approx(float_path["loss"], abs=1e-6) and direct["loss"] > 0

@@ -44,12 +44,6 @@ def _load_task(data: str, max_train=None, max_dev=None, **columns):
     return load_task(data, max_train=max_train, max_dev=max_dev, **columns)
 
 
-def _load_model(model: str, task):
-    from peftlab.models import load_model
-
-    return load_model(model, task.kind, num_labels=task.num_labels if task.kind == "classification" else None)
-
-
 def _load_base(model: str, task, config):
     """The base model loaded as the method declares (`Method.load_base`: float by default, QLoRA
     straight into NF4). Of a combination, the part with a loader of its own loads it; two such
@@ -198,15 +192,15 @@ def eval_command(
 ) -> None:
     """Score an adapter on a data set's dev split (method and config come from the adapter folder)."""
     import peftlab
-    from peftlab.core.files import read_adapter_config
+    from peftlab.core.files import read_config
     from peftlab.train import evaluate
 
-    read_adapter_config(adapter)  # a missing or broken folder fails before the model loads
+    config = read_config(adapter)  # a missing or broken folder fails before the model loads
     task = _load_task(data, None, max_dev, text_col=text_col, text_pair_col=text_pair_col,
                       label_col=label_col, prompt_col=prompt_col, target_col=target_col)
     if not task.dev:
         raise ConfigError(f"data {data!r} has no dev split to evaluate on")
-    loaded = _load_model(model, task)
+    loaded = _load_base(model, task, config)  # a QLoRA adapter's base straight into NF4, as in training
     peft_model = peftlab.load_adapter(loaded.model, adapter)
     metrics = evaluate(peft_model, task, loaded.tokenizer, batch_size=batch_size, max_length=max_length,
                        generate=generate, max_new_tokens=max_new_tokens, chat=chat)

@@ -246,11 +246,12 @@ def _sweep_section(results: dict[str, Any]) -> str:
         rows.append([r["method"], points, f"**{r['config']['learning_rate']:g}**{edge}", wall])
     first = swept[0]["config"]["sweep"]
     total = sum(r["config"]["sweep"].get("wall_s", 0.0) for r in swept)
-    return (f"## Learning-rate sweep\n\nEach rate trained on the same budget on the training rows minus a "
-            f"validation split of {first.get('validation_rows', '?')} rows, scored by validation "
-            f"{first.get('metric', '?')}; the dev set above was never read by the sweep. The reported runs "
-            "train on the same rows, from the same seeded start and in the same order, at the chosen rate: "
-            "each repeats its method's winning sweep run, so the dev score is that model's. The sweep took "
+    return (f"## Learning-rate sweep\n\nEach rate trained on the same budget on the "
+            f"{first.get('train_rows', '?')} training rows left after carving a validation split of "
+            f"{first.get('validation_rows', '?')} rows, scored by validation {first.get('metric', '?')}; "
+            "the dev set above was never read by the sweep. The reported runs train on the same rows, "
+            "from the same seeded start and in the same order, at the chosen rate: each repeats its "
+            "method's winning sweep run, so the dev score is that model's. The sweep took "
             f"{total:.0f} s of wall time in all. A best rate on the grid's edge extends the search one step "
             "further out (⁺), a limited number of times: a rate still marked \"grid edge\" may have a "
             "better one beyond it.\n\n"

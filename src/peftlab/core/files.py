@@ -27,6 +27,7 @@ from torch import nn
 from peftlab import __version__
 from peftlab.core.model import PeftModel, file_path
 from peftlab.core.modules_to_save import ModulesToSave
+from peftlab.core.protocol import MethodConfig
 from peftlab.core.registry import get_method, method_for_hf_peft_type
 from peftlab.errors import AdapterFileError, PeftlabError
 from peftlab.io import write_json, write_safetensors
@@ -157,6 +158,17 @@ def _base_weights_in_file(peft_model: PeftModel, found: dict[str, torch.Tensor],
         if key not in expected and path in base and base[path].shape == tensor.shape:
             extras[key] = base[path]
     return extras
+
+
+def read_config(folder: str | Path) -> MethodConfig:
+    """The config of the adapter saved in `folder` (a CombinationConfig for a combination folder),
+    without reading its tensors: enough to load the base model the way its method wants it."""
+    from peftlab.core.combination_files import is_combination_folder, read_combination_config
+
+    folder = Path(folder)
+    if is_combination_folder(folder):
+        return read_combination_config(folder)
+    return method_and_config_from_file(read_adapter_config(folder))[1]
 
 
 def load_adapter(model: nn.Module, folder: str | Path, name: str = "default") -> PeftModel:
