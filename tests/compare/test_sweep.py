@@ -32,7 +32,7 @@ def tiny_plan(tmp_path_factory):
 
 def _sweep(plan):
     task = load_compare_task(plan)
-    loaded = load_base(plan, task)
+    loaded = load_base(plan, task, plan.method("lora"))
     guarded = dataclasses.replace(task, dev=_Untouchable(task.dev))
     return run_sweep(plan, plan.method("lora"), guarded, loaded, progress=False)
 

@@ -45,21 +45,10 @@ def _load_task(data: str, max_train=None, max_dev=None, **columns):
 
 
 def _load_base(model: str, task, config):
-    """The base model loaded as the method declares (`Method.load_base`: float by default, QLoRA
-    straight into NF4). Of a combination, the part with a loader of its own loads it; two such
-    parts would each want their own base, which one model cannot be."""
-    from peftlab.core.combination import CombinationConfig
-    from peftlab.core.protocol import declares_base_loader
-    from peftlab.core.registry import method_for_config
+    """The base model for `config` on `task` (see `peftlab.core.combination.load_base`)."""
+    from peftlab.core.combination import load_base
 
-    parts = [c.config for c in config.components] if isinstance(config, CombinationConfig) else [config]
-    own = [part for part in parts if declares_base_loader(method_for_config(part))]
-    if len(own) > 1:
-        raise ConfigError(f"{own[0].method} and {own[1].method} both load the base model their own way: "
-                          "combine at most one of them")
-    part = own[0] if own else parts[0]
-    num_labels = task.num_labels if task.kind == "classification" else None
-    return method_for_config(part).load_base(model, task.kind, num_labels, part)
+    return load_base(model, task.kind, task.num_labels if task.kind == "classification" else None, config)
 
 
 def _print_metrics(title: str, metrics: dict, echo=typer.echo) -> None:

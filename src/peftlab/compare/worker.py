@@ -34,6 +34,7 @@ import torch
 import peftlab
 from peftlab.compare.plan import ComparePlan, MethodPlan
 from peftlab.compare.sweep import without_validation
+from peftlab.core.combination import load_base as load_method_base
 from peftlab.data import load_task
 from peftlab.data.tasks import CAUSAL_LM, CLASSIFICATION, Task
 from peftlab.io import write_json
@@ -59,11 +60,18 @@ def load_compare_task(plan: ComparePlan) -> Task:
     return task
 
 
-def load_base(plan: ComparePlan, task: Task):
-    """The base model, its new head initialised from the plan's seed (identical for every method)."""
+def load_base(plan: ComparePlan, task: Task, method: MethodPlan | None = None):
+    """The base model, its new head initialised from the plan's seed (identical for every method).
+
+    With `method`, loaded the way that method declares (`Method.load_base`): QLoRA's base goes
+    straight into NF4, so its process never holds the float block linears and its peak memory is
+    its own. The timing phase shares one float base among all methods (`method=None`).
+    """
     torch.manual_seed(plan.seed)
     num_labels = task.num_labels if task.kind == CLASSIFICATION else None
-    return load_model(plan.model, task.kind, num_labels=num_labels)
+    if method is None:
+        return load_model(plan.model, task.kind, num_labels=num_labels)
+    return load_method_base(plan.model, task.kind, num_labels, method_config(method))
 
 
 def _from_json(value: Any) -> Any:
@@ -131,7 +139,7 @@ def run_training(plan: ComparePlan, method: MethodPlan, adapter_dir: Path, progr
     task = load_compare_task(plan)
     if plan.budget.tune_lr:  # the sweep's rows and order: the run repeats the sweep's chosen run
         task, _ = without_validation(task, plan.budget.validation_fraction, plan.seed)
-    loaded = load_base(plan, task)
+    loaded = load_base(plan, task, method)
     base_total = sum(p.numel() for p in loaded.model.parameters())
     peft_model = apply_method(plan, loaded.model, method)
     trainable, total = peft_model.count_parameters()
@@ -193,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             result = run_training(plan, method, Path(spec["adapter_dir"]), spec.get("progress", False))
         elif spec["phase"] == "sweep":
             task = load_compare_task(plan)
-            result = run_sweep(plan, plan.method(spec["method"]), task, load_base(plan, task),
+            method = plan.method(spec["method"])
+            result = run_sweep(plan, method, task, load_base(plan, task, method),
                                spec.get("progress", False))
         else:
             result = run_timing(plan, spec.get("progress", False))

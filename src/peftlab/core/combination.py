@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from peftlab.core.protocol import Capabilities, Method, MethodConfig, check_range
+from peftlab.core.protocol import Capabilities, Method, MethodConfig, check_range, declares_base_loader
 from peftlab.core.registry import get_method, make_config, method_for_config
 from peftlab.core.targets import replace_module
 from peftlab.errors import ConfigError
@@ -223,3 +223,16 @@ def lr_scale(peft_model: "PeftModel", adapter: str) -> float:
     if config is None:
         return 1.0
     return next((c.lr_scale for c in config.components if c.name == component), 1.0)
+
+
+def load_base(name_or_path: str, kind: str, num_labels: int | None, config: MethodConfig):
+    """The base model loaded as `config`'s method declares (`Method.load_base`: float by default,
+    QLoRA straight into NF4). Of a combination, the part with a loader of its own loads it; two
+    such parts would each want their own base, which one model cannot be."""
+    parts = [c.config for c in config.components] if isinstance(config, CombinationConfig) else [config]
+    own = [part for part in parts if declares_base_loader(method_for_config(part))]
+    if len(own) > 1:
+        raise ConfigError(f"{own[0].method} and {own[1].method} both load the base model their own way: "
+                          "combine at most one of them")
+    part = own[0] if own else parts[0]
+    return method_for_config(part).load_base(name_or_path, kind, num_labels, part)
