@@ -35,10 +35,11 @@ def test_json_output():
 def test_from_report(tmp_path):
     measured = {"quality": 0.9, "peak_memory_bytes": 10, "step_time_s": 0.1, "adapter_bytes": 10}
     (tmp_path / "results.json").write_text(json.dumps([
-        {"method": "lora", "config": {}, "measurements": measured},
-        {"method": "prompt", "config": {}, "measurements": {**measured, "quality": 0.7}}]))
+        {"method": "lora", "config": {"learning_rate": 2e-3, "sweep": {"chosen": 2e-3}}, "measurements": measured},
+        {"method": "prompt", "config": {"learning_rate": 0.3}, "measurements": {**measured, "quality": 0.7}}]))
     result = invoke("--task", "classification", "--from-report", str(tmp_path))
     assert result.exit_code == 0, result.output
+    assert "(swept)" in result.stdout and "0.002" in result.stdout and "0.3 " in result.stdout  # rates trained at
     assert "Measured vs rule of thumb" in result.stdout and "20.0 points below LoRA" in result.stdout
     out = json.loads(invoke("--task", "classification", "--from-report", str(tmp_path), "--json").stdout)
     assert [c["method"] for c in out["choices"]] == ["lora", "prompt"]

@@ -104,15 +104,24 @@ def _print_recommendation(rec, console: Console) -> None:
             console.print(f"  {rule}: {note}", highlight=False, markup=False)
 
 
+def _learning_rate(config: dict) -> str:
+    """The rate the measured run trained at (`peftlab train --lr`), marked when a sweep chose it."""
+    rate = config.get("learning_rate")
+    if not isinstance(rate, (int, float)):
+        return "—"
+    return f"{rate:g}" + (" (swept)" if (config.get("sweep") or {}).get("chosen") == rate else "")
+
+
 def _print_report(result, console: Console) -> None:
     table = Table(title=f"peftlab choose --from-report {result.folder} · {result.inputs.task}")
-    for column in ("#", "method", "quality", "peak memory", "step time", "adapter file", "Pareto"):
+    for column in ("#", "method", "learning rate", "quality", "peak memory", "step time", "adapter file",
+                   "Pareto"):
         table.add_column(column, overflow="fold")
     for c in result.choices:
         m = c.measurements
         front = "front" if c.on_front else "dominated by " + ", ".join(c.dominated_by)
         quality = f"{m.quality:g}" + (f" {m.metric}" if m.metric else "")
-        table.add_row(str(c.rank), c.label, quality, _size(m.peak_memory_bytes, 1e9, "GB"),
+        table.add_row(str(c.rank), c.label, _learning_rate(c.config), quality, _size(m.peak_memory_bytes, 1e9, "GB"),
                       f"{m.step_time_s:.3f} s", _size(m.adapter_bytes, 1e6, "MB"), front)
     console.print(table)
     for label, why in result.excluded:
