@@ -119,6 +119,7 @@ def test_past_the_edge_continues_the_grid_log_spaced():
     points = [{"learning_rate": r} for r in (1e-3, 3e-3, 1e-2)]
     assert past_the_edge(points, 1e-2) == pytest.approx(1e-2 * 1e-2 / 3e-3)
     assert past_the_edge(points, 1e-3) == pytest.approx(1e-3 / 3)
+    assert past_the_edge([{"learning_rate": r} for r in (5e-5, 1e-4)], 1e-4) == 2e-4  # rounded, not 1.99..e-4
     assert past_the_edge(points, 3e-3) is None and past_the_edge(points, None) is None
 
 

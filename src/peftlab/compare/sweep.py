@@ -88,9 +88,9 @@ def past_the_edge(points: list[dict[str, Any]], chosen: float | None) -> float |
     if chosen is None or len(rates) < 2:
         return None
     if chosen == rates[-1]:
-        return rates[-1] * rates[-1] / rates[-2]
+        return float(f"{rates[-1] * rates[-1] / rates[-2]:.3g}")  # 2e-4, not 1.9999999999999998e-4
     if chosen == rates[0]:
-        return rates[0] * rates[0] / rates[1]
+        return float(f"{rates[0] * rates[0] / rates[1]:.3g}")
     return None
 
 
