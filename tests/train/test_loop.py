@@ -111,8 +111,10 @@ def test_causal_lm_accumulation_weights_micro_batches_by_target_tokens():
         return _trained(model, task, tokenizer, **changes)
 
     accumulated, large = run(batch_size=2, grad_accum=4), run(batch_size=8)
+    # Adam divides by sqrt(v): a gradient element near zero turns float32 summation-order noise into
+    # ~1e-5 of weight (1.2e-5 seen on one CPU), against updates of ~1e-2 a step at this rate.
     for key in large:
-        torch.testing.assert_close(accumulated[key], large[key], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(accumulated[key], large[key], atol=5e-5, rtol=1e-4)
 
 
 def test_causal_lm_evaluation_reports_perplexity_and_generation_scores():

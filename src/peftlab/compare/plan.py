@@ -65,11 +65,12 @@ class Budget:
 
 
 # quick: 100 steps of 16 (1,600 of the embedded 4,000 SST-2 training rows, in seeded order) at
-# max_length 64, scored on the full 872-row dev set. Sized for all methods in about 5 minutes on 2
-# quiet CPU cores: a MiniLM step of 16 rows padded to ~40 tokens costs ~0.3 s (PEFT) to ~0.45 s
-# (full FT) there, plus ~10 s per method for the process start, model load and dev scoring.
+# max_length 64, scored on the full 872-row dev set. All seven methods took 969 s on 2 quiet CPU
+# cores (BENCHMARKS.md): 70-130 s a method for process start, model load, 100 steps and dev
+# scoring, then ~2 minutes of interleaved timing.
 # Greedy decoding is slow on CPU, so a causal-LM task is scored on its first 50 dev prompts.
-# tuned: the quick budget after a learning-rate sweep per method (3 extra runs each, see sweep.py).
+# tuned: the quick budget after a learning-rate sweep per method (3-5 extra runs each, see sweep.py;
+# 3,352 s for all seven on the same machine).
 QUICK = Budget(steps=100, batch_size=16, max_length=64, max_dev=None, max_dev_prompts=50,
                timing_rounds=4, timing_steps=2, latency_reps=3)
 PROFILES = {
