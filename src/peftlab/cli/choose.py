@@ -121,8 +121,9 @@ def _print_report(result, console: Console) -> None:
         m = c.measurements
         front = "front" if c.on_front else "dominated by " + ", ".join(c.dominated_by)
         quality = f"{m.quality:g}" + (f" {m.metric}" if m.metric else "")
-        table.add_row(str(c.rank), c.label, _learning_rate(c.config), quality, _size(m.peak_memory_bytes, 1e9, "GB"),
-                      f"{m.step_time_s:.3f} s", _size(m.adapter_bytes, 1e6, "MB"), front)
+        table.add_row(str(c.rank), c.label, _learning_rate(c.config), quality,
+                      _size(m.peak_memory_bytes, 1e9, "GB"), f"{m.step_time_s:.3f} s",
+                      _size(m.adapter_bytes, 1e6, "MB"), front)
     console.print(table)
     for label, why in result.excluded:
         console.print(f"  excluded {label}: {why}", highlight=False, markup=False)

@@ -27,10 +27,9 @@ from typing import Any
 
 import torch
 
-import peftlab
 from peftlab.compare.plan import ComparePlan
 from peftlab.compare.worker import (
-    inference_batch, load_base, load_compare_task, method_config, task_facts, train_config,
+    apply_method, inference_batch, load_base, load_compare_task, task_facts, train_config,
 )
 from peftlab.train import resolve_device
 from peftlab.train.evaluate import make_collator
@@ -127,8 +126,7 @@ def run_timing(plan: ComparePlan, progress: bool) -> dict[str, Any]:
     errors: dict[str, dict[str, str]] = {}
     for method in plan.methods:
         try:
-            torch.manual_seed(plan.seed)
-            peft_model = peftlab.apply(copy.deepcopy(base), method_config(method)).to(device)
+            peft_model = apply_method(plan, copy.deepcopy(base), method).to(device)
             timed.append(_Timed(method.method, peft_model, train_config(plan, method, task)))
         except Exception as error:  # noqa: BLE001 - a method that cannot be built gets an error row
             errors[method.method] = {"type": type(error).__name__, "message": str(error)}
