@@ -66,33 +66,40 @@ def _read_manifest(folder: Path) -> list[dict[str, Any]]:
     return components
 
 
-def _component_folder(folder: Path, entry: dict[str, Any]) -> Path:
-    part_folder = folder / entry["folder"]
-    if not (part_folder / CONFIG_NAME).is_file() or not (part_folder / WEIGHTS_NAME).is_file():
-        raise AdapterFileError(f"combination {folder}: component {entry['name']!r} is missing "
-                               f"({part_folder} needs {CONFIG_NAME} and {WEIGHTS_NAME}); re-save the combination")
-    return part_folder
+def _parts(folder: Path) -> list[tuple[dict[str, Any], Path]]:
+    """The manifest's entries, each with its component folder (checked to hold both files)."""
+    parts = []
+    for entry in _read_manifest(folder):
+        part_folder = folder / entry["folder"]
+        if not (part_folder / CONFIG_NAME).is_file() or not (part_folder / WEIGHTS_NAME).is_file():
+            raise AdapterFileError(f"combination {folder}: component {entry['name']!r} is missing "
+                                   f"({part_folder} needs {CONFIG_NAME} and {WEIGHTS_NAME}); re-save the combination")
+        parts.append((entry, part_folder))
+    if len(parts) < 2:
+        raise AdapterFileError(f"{folder / MANIFEST_NAME} lists {len(parts)} component(s): "
+                               "a combination has at least two; re-save it")
+    return parts
+
+
+def _combination_config(parts: list[tuple[dict[str, Any], Path]]) -> CombinationConfig:
+    components = []
+    for entry, part_folder in parts:
+        _, config = method_and_config_from_file(read_adapter_config(part_folder))
+        components.append(Component(entry["name"], config, float(entry.get("lr_scale", 1.0))))
+    return CombinationConfig(tuple(components), modules_to_save=components[0].config.modules_to_save)
 
 
 def read_combination_config(folder: Path) -> CombinationConfig:
     """The combination saved in `folder`, configs only (no tensors are read)."""
-    components = []
-    for entry in _read_manifest(folder):
-        _, config = method_and_config_from_file(read_adapter_config(_component_folder(folder, entry)))
-        components.append(Component(entry["name"], config, float(entry.get("lr_scale", 1.0))))
-    if len(components) < 2:
-        raise AdapterFileError(f"{folder / MANIFEST_NAME} lists {len(components)} component(s): "
-                               "a combination has at least two; re-save it")
-    return CombinationConfig(tuple(components), modules_to_save=components[0].config.modules_to_save)
+    return _combination_config(_parts(folder))
 
 
 def load_combination(model: nn.Module, folder: Path, name: str) -> PeftModel:
     """Attach the combination saved in `folder` as `name`, every component active."""
-    combination = read_combination_config(folder)
-    tensors = {}
-    for entry in _read_manifest(folder):
-        weights = _component_folder(folder, entry) / WEIGHTS_NAME
-        tensors[entry["name"]] = (_read_tensors(weights), weights)
+    parts = _parts(folder)
+    combination = _combination_config(parts)
+    tensors = {entry["name"]: (_read_tensors(part_folder / WEIGHTS_NAME), part_folder / WEIGHTS_NAME)
+               for entry, part_folder in parts}
     peft_model = model if isinstance(model, PeftModel) else PeftModel(model)
     peft_model.add_adapter(name, combination)
     try:
