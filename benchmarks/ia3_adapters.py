@@ -37,7 +37,9 @@ from common import format_row, inference_pass, interleaved, summarize, training_
 
 import peftlab  # noqa: E402
 from peftlab.methods.adapters import AdapterConfig  # noqa: E402
-from peftlab.methods.ia3 import DEFAULT_FEEDFORWARD, DEFAULT_TARGETS, IA3Config  # noqa: E402
+from peftlab.core.architectures import ARCHITECTURES  # noqa: E402
+from peftlab.methods.ia3 import IA3Config  # noqa: E402
+from peftlab.methods.ia3.config import DEFAULT_ROLES, FEEDFORWARD_ROLES  # noqa: E402
 
 REDUCTION = 16
 # candidate -> the one it must not be slower than (issue 6 goal: ratio <= 1.0)
@@ -63,8 +65,9 @@ def peftlab_method(config):
 
 def hf_ia3(base):
     import peft
-    config = peft.IA3Config(task_type="SEQ_CLS", target_modules=DEFAULT_TARGETS,
-                            feedforward_modules=DEFAULT_FEEDFORWARD)
+    row = ARCHITECTURES["bert"]  # the targets peftlab's IA³ resolves to on MiniLM
+    config = peft.IA3Config(task_type="SEQ_CLS", target_modules=row.pattern(DEFAULT_ROLES),
+                            feedforward_modules=row.pattern(FEEDFORWARD_ROLES))
     model = peft.get_peft_model(copy.deepcopy(base), config)
     return model, [p for p in model.parameters() if p.requires_grad]
 

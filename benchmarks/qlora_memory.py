@@ -53,7 +53,8 @@ def _train(quantized: bool, args) -> dict:
 
     import peftlab
     from peftlab.data import load_task
-    from peftlab.methods.qlora import QLoraConfig, export_merged
+    from peftlab.methods.qlora import QLoraConfig
+    from peftlab.methods.qlora.layer import export_merged
     from peftlab.train import TrainConfig, train
 
     torch.manual_seed(0)

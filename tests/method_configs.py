@@ -19,8 +19,12 @@ from peftlab.methods.qlora import QLoraConfig
 # GQA projections (LLaMA), an MLP projection, and the token embedding.
 _LORA_TARGETS = {
     "bert": ("query", "value", "intermediate.dense", "word_embeddings"),
+    "roberta": ("query", "value", "intermediate.dense", "word_embeddings"),
+    "distilbert": ("q_lin", "v_lin", "lin1", "word_embeddings"),
     "gpt2": ("c_attn", "mlp.c_proj", "wte"),
     "llama": ("q_proj", "k_proj", "down_proj", "embed_tokens"),
+    "mistral": ("q_proj", "k_proj", "down_proj", "embed_tokens"),
+    "qwen2": ("q_proj", "k_proj", "down_proj", "embed_tokens"),
 }
 
 METHOD_CONFIGS = {

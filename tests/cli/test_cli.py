@@ -95,7 +95,7 @@ def _corrupt_copy(trained, root):
 @pytest.mark.parametrize("case, expected", [
     ("unknown method", "unknown method 'nope': choose one of"),
     ("unknown target", "target module(s) 'nothing' not found in BertForSequenceClassification; candidates:"),
-    ("bad rank", "r=0 is out of range: accepted [1, 4096]"),
+    ("bad rank", "lora: r=0 is invalid: expected an integer >= 1 and <= 4096"),
     ("option of another method", "method 'full' has no option 'r'"),
     ("missing adapter", "does not exist"),
     ("corrupt adapter", "is corrupt or not a safetensors file"),

@@ -6,7 +6,7 @@ from typing import ClassVar
 import pytest
 
 from peftlab.cli.options import config_fields, convert, method_config
-from peftlab.core.protocol import MethodConfig
+from peftlab.core.config import MethodConfig
 from peftlab.errors import ConfigError
 from peftlab.methods.lora import LoraConfig
 

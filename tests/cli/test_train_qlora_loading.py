@@ -18,10 +18,11 @@ import peftlab.models.loading
 import peftlab.train
 from peftlab.cli.main import app
 from peftlab.cli.train import _load_base
-from peftlab.core.combination import CombinationConfig, Component
+from peftlab.core.combination_config import CombinationConfig, Component
 from peftlab.core.protocol import Method
 from peftlab.errors import ConfigError
-from peftlab.methods.qlora import QLora, QLoraConfig
+from peftlab.methods.qlora import QLoraConfig
+from peftlab.methods.qlora.layer import QLora
 from peftlab.quant import Linear4bit
 
 ROWS = [("name[Aromi], food[Chinese]", "Aromi serves Chinese food."),

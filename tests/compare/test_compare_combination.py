@@ -9,7 +9,8 @@ from train_helpers import write_tiny_model, write_toy_data
 
 import peftlab
 from peftlab.compare import make_plan, run_compare
-from peftlab.compare.plan import LITERATURE, method_plan
+from peftlab.compare.plan import method_plan
+from peftlab.core.registry import declaration
 from peftlab.compare.worker import method_config
 from peftlab.core.combination_files import MANIFEST_NAME
 from peftlab.errors import ConfigError
@@ -20,9 +21,10 @@ TINY = dict(steps=3, batch_size=8, max_length=16, eval_batch_size=16, timing_rou
 
 def test_a_combination_is_planned_from_its_parts_literature_defaults():
     plan = method_plan("lora+prompt")
-    assert plan.learning_rate == LITERATURE["lora"].learning_rate
-    assert plan.fields["lora"] == LITERATURE["lora"].fields and plan.fields["prompt"] == LITERATURE["prompt"].fields
-    assert plan.fields["lr_scales"] == {"prompt": pytest.approx(LITERATURE["prompt"].learning_rate / 1e-3)}
+    lora, prompt = declaration("lora").literature, declaration("prompt").literature
+    assert plan.learning_rate == lora.learning_rate
+    assert plan.fields["lora"] == lora.fields and plan.fields["prompt"] == prompt.fields
+    assert plan.fields["lr_scales"] == {"prompt": pytest.approx(prompt.learning_rate / 1e-3)}
     config = method_config(plan)
     assert isinstance(config, peftlab.CombinationConfig) and config.method == "lora+prompt"
     lora, prompt = config.components

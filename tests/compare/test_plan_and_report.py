@@ -8,7 +8,8 @@ import pytest
 
 import peftlab
 from peftlab.compare.charts import radar_scores
-from peftlab.compare.plan import FALLBACK, LITERATURE, PROFILES, make_plan, method_plan
+from peftlab.compare.plan import PROFILES, make_plan, method_plan, parse_methods
+from peftlab.core.registry import declaration, declarations
 from peftlab.compare.report import Claim, check_claim
 from peftlab.compare.run import spawn
 from peftlab.errors import ConfigError
@@ -37,12 +38,20 @@ def test_unknown_or_repeated_methods_are_refused():
         make_plan(methods="lora,lora")
 
 
-def test_literature_table_is_used_and_a_method_without_entry_falls_back(monkeypatch):
-    assert method_plan("lora").learning_rate == LITERATURE["lora"].learning_rate
-    monkeypatch.delitem(LITERATURE, "lora")
-    plan = method_plan("lora")
-    assert plan.learning_rate == FALLBACK.learning_rate and plan.fields == {}
-    assert any("no literature entry" in note for note in plan.notes)
+@pytest.mark.parametrize("found", declarations(), ids=lambda d: d.name)
+def test_every_method_is_planned_from_its_declared_literature(found):
+    plan = method_plan(found.name)
+    literature = found.literature
+    assert (plan.learning_rate, plan.fields, plan.source) == (literature.learning_rate, dict(literature.fields),
+                                                               literature.source)
+    found.config_class.from_dict(plan.fields)  # the declared settings are valid fields of the method
+    assert literature.sweep and literature.learning_rate in literature.sweep
+
+
+def test_default_methods_are_those_that_are_no_variant():
+    assert parse_methods(None) == [d.name for d in declarations() if d.variant_of is None]
+    assert method_plan("lora", learning_rate=5e-4).learning_rate == 5e-4
+    assert declaration("lora").variant_of is None
 
 
 def _record(name, accuracy):

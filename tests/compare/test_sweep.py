@@ -8,7 +8,7 @@ import pytest
 from train_helpers import write_tiny_model, write_toy_data
 
 from peftlab.compare.plan import make_plan
-from peftlab.compare.sweep import MAX_EXTENSIONS, SWEEP_GRIDS, choose, past_the_edge, run_sweep
+from peftlab.compare.sweep import MAX_EXTENSIONS, choose, past_the_edge, run_sweep, sweep_grid
 from peftlab.compare.worker import load_base, load_compare_task
 
 
@@ -40,7 +40,7 @@ def _sweep(plan):
 def test_sweep_scores_every_rate_on_validation_and_chooses_the_best(tiny_plan):
     sweep = _sweep(tiny_plan)
     rates = [p["learning_rate"] for p in sweep["points"]]
-    assert rates == sorted([*SWEEP_GRIDS["lora"], *sweep["extended"]])
+    assert rates == sorted([*sweep_grid(tiny_plan.method("lora")), *sweep["extended"]])
     assert sweep["validation_rows"] == 12 and sweep["train_rows"] == 48
     assert sweep["chosen"] == choose(sweep["points"], lower_is_better=False)
     best = max(p["score"] for p in sweep["points"] if not p["diverged"])
@@ -90,7 +90,7 @@ def test_a_diverging_rate_stops_early_and_is_never_chosen(tiny_plan, monkeypatch
         return real_train(peft_model, task, tokenizer, settings, **kwargs)
 
     monkeypatch.setattr(sweep_module, "train", train_with_a_rising_loss_at_the_wild_rate)
-    monkeypatch.setitem(sweep_module.SWEEP_GRIDS, "lora", (1e-3, 1.0))
+    monkeypatch.setattr(sweep_module, "sweep_grid", lambda method: (1e-3, 1.0))
     monkeypatch.setattr(sweep_module, "MAX_EXTENSIONS", 0)  # 1e-3 is the grid's edge
     plan = dataclasses.replace(tiny_plan, budget=dataclasses.replace(tiny_plan.budget, steps=20))
     sweep = _sweep(plan)
@@ -135,7 +135,7 @@ def test_a_best_rate_on_the_edge_extends_the_sweep_at_most_max_extensions_times(
 
     monkeypatch.setattr(sweep_module, "train", accuracy_grows_with_the_rate)
     sweep = _sweep(tiny_plan)
-    _, mid, high = SWEEP_GRIDS["lora"]
+    _, mid, high = sweep_grid(tiny_plan.method("lora"))
     assert len(sweep["extended"]) == MAX_EXTENSIONS
     assert sweep["extended"][0] == pytest.approx(high * high / mid, rel=1e-3)
     assert sweep["chosen"] == sweep["extended"][-1] == max(p["learning_rate"] for p in sweep["points"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import peftlab
-from peftlab.core.combination import CombinationConfig, Component
+from peftlab.core.combination_config import CombinationConfig, Component
 from peftlab.errors import ConfigError, MergeError
 from peftlab.train.config import TrainConfig
 from peftlab.train.schedule import make_optimizer

@@ -1,7 +1,9 @@
-"""The conformance suite: every registered method, on tiny BERT, GPT-2 and LLaMA models.
+"""The conformance suite: every registered method, on a tiny model of every architecture in the
+table (BERT, DistilBERT, RoBERTa, GPT-2, LLaMA, Mistral, Qwen2; GPT-2 and LLaMA for both tasks).
 
 Each test asserts a relationship (fresh == base, disabled == base, merged == unmerged, ...) and
-applies only where the method's declared capabilities say it must hold.
+applies only where the method's declared capabilities say it must hold. A method the table says
+an architecture cannot carry (prefix tuning needs a key/value cache) must refuse it instead.
 """
 
 from __future__ import annotations
@@ -13,12 +15,21 @@ import torch
 
 import peftlab
 from method_configs import config_for
-from tiny_models import tiny_batch, tiny_model
+from tiny_models import TABLE_MODELS, tiny_batch, tiny_model
 
-MODELS = [("bert", "classification"), ("gpt2", "classification"), ("llama", "classification"),
-          ("gpt2", "causal-lm"), ("llama", "causal-lm")]
+from peftlab.core.architectures import ARCHITECTURES
+from peftlab.core.registry import declaration
+
+MODELS = list(dict.fromkeys([*TABLE_MODELS, ("gpt2", "classification"), ("llama", "classification")]))
 METHODS = peftlab.method_names()
-CASES = [pytest.param(m, a, t, id=f"{m}-{a}-{t}") for m in METHODS for a, t in MODELS]
+
+
+def _carries(method: str, arch: str) -> bool:
+    return set(declaration(method).needs) <= set(ARCHITECTURES[arch].features)
+
+
+CASES = [pytest.param(m, a, t, id=f"{m}-{a}-{t}") for m in METHODS for a, t in MODELS if _carries(m, a)]
+REFUSED = [pytest.param(m, a, t, id=f"{m}-{a}-{t}") for m in METHODS for a, t in MODELS if not _carries(m, a)]
 
 
 def batch_for(task: str) -> dict:
@@ -85,6 +96,8 @@ def test_merge_unmerge_relationships(method, arch, task):
         with pytest.raises(peftlab.errors.MergeError, match="cannot be merged"):
             peft_model.merge()
         return
+    if not capabilities(method).separate_delta:
+        pytest.skip(f"{method} trains the weights themselves: there is no delta to merge (declared)")
     randomize(peft_model)
     before_weights = {k: v.clone() for k, v in peft_model.base_parameters().items()}
     unmerged = logits(peft_model, batch)
@@ -112,6 +125,8 @@ def test_merge_unmerge_relationships(method, arch, task):
 def test_merge_and_unload_gives_plain_model(method, arch, task):
     if not capabilities(method).mergeable:
         pytest.skip(f"{method} cannot merge (declared)")
+    if not capabilities(method).separate_delta:
+        pytest.skip(f"{method} trains the weights themselves: there is no delta to merge (declared)")
     peft_model, _ = build(method, arch, task)
     randomize(peft_model)
     batch = batch_for(task)
@@ -155,3 +170,12 @@ def test_save_load_round_trip(method, arch, task, tmp_path):
     reloaded = peftlab.load_adapter(tiny_model(arch, task), tmp_path / "adapter")
     torch.testing.assert_close(logits(reloaded, batch), expected, rtol=0, atol=1e-6)
     assert reloaded.configs["default"].method == method
+
+
+@pytest.mark.parametrize("method,arch,task", REFUSED)
+def test_an_architecture_without_what_the_method_needs_is_refused_before_anything_changes(method, arch, task):
+    base = tiny_model(arch, task)
+    model = peftlab.PeftModel(base)
+    with pytest.raises(peftlab.errors.TargetError, match=f"{method} needs .* does not have: choose another method"):
+        model.add_adapter("default", config_for(method, arch, task))
+    assert model.configs == {} and not any(isinstance(m, peftlab.core.AdapterLayer) for m in base.modules())

@@ -40,7 +40,7 @@ def test_csv_output_parses():
 
 def test_method_options_reach_the_right_method():
     result = run("gpt2", "-m", "adapters,ia3,prefix", "--bottleneck-size", "16",
-                 "--placement", "pfeiffer", "--no-adapter-bias", "--ia3-targets", "mlp.c_proj",
+                 "--placement", "pfeiffer", "--use-bias", "false", "--target-modules", "mlp.c_proj",
                  "--num-virtual-tokens", "5", "--json")
     adapters, ia3, prefix = json.loads(result.stdout)["estimates"]
     assert adapters["trainable_params"] == 12 * 2 * 768 * 16
@@ -74,7 +74,10 @@ def test_charts_written(tmp_path):
     (["llama-9b"], "unknown model 'llama-9b'; give a Hugging Face config.json path or one of "
                    "the presets: llama-3.2-1b"),
     (["no/such/config.json"], "config file no/such/config.json not found"),
-    (["gpt2", "-m", "dora"], "unknown method 'dora'; use one of: full, lora"),
+    (["gpt2", "-m", "nope"], "unknown method 'nope'; use one of: full, lora"),
+    (["gpt2", "-m", "prompt", "--r", "4"], "--r is an option of lora, qlora"),
+    (["gpt2", "-m", "lora", "--r", "4.5"], "r='4.5' is not an int"),
+    (["gpt2", "-m", "lora", "--r", "0"], "lora: r=0 is invalid: expected an integer >= 1 and <= 4096"),
     (["gpt2", "--target-modules", "q_proj"], "matches no linear in a gpt2 block; use one of"),
     (["gpt2", "--precision", "fp8"], "precision 'fp8' is unknown"),
     ([], "no model given"),

@@ -6,7 +6,7 @@ from estimate_counting import build
 
 from peftlab.errors import ConfigError
 from peftlab.estimate import Settings, estimate, nf4_bytes
-from peftlab.estimate.shapes import shape_from_config
+from peftlab.core.shapes import shape_from_config
 
 TINY = {
     "bert": dict(model_type="bert", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,

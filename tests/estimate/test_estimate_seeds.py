@@ -69,4 +69,4 @@ def test_seed_rows_carry_notes():
 def test_nf4_bits_from_block_sizes():
     assert nf4_bits_per_param() == 4 + 8 / 64 + 32 / (64 * 256) == 4.126953125
     assert nf4_bits_per_param(double_quant=False) == 4.5
-    assert nf4_bits_per_param(128, True, 256) == 4 + 8 / 128 + 32 / (128 * 256)
+    assert nf4_bits_per_param(128, True) == 4 + 8 / 128 + 32 / (128 * 256)

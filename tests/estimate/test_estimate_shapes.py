@@ -9,7 +9,7 @@ from transformers import AutoConfig
 from peftlab.errors import ConfigError, PeftlabError
 from peftlab.estimate import PRESETS, model_shape
 from peftlab.estimate.presets import PRESET_CONFIGS
-from peftlab.estimate.shapes import shape_from_config
+from peftlab.core.shapes import shape_from_config
 
 # Tiny and mid-size configs covering each architecture option the parser reads.
 CONFIGS = {

@@ -1,4 +1,4 @@
-"""Weighted LoRA combination (`PeftModel.combine_loras`): each mode against its formula, and HF PEFT."""
+"""Weighted LoRA combination (`peftlab.combine_loras`): each mode against its formula, and HF PEFT."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 import peftlab
 from peftlab.errors import ConfigError
-from peftlab.methods.lora_combine import delta
+from peftlab.methods.lora.combine import delta
 from tiny_models import tiny_batch, tiny_model
 
 TARGETS = {"bert": ("query", "value", "word_embeddings"), "llama": ("q_proj", "down_proj", "embed_tokens"),
@@ -38,7 +38,7 @@ def lora_layers(model, name):
 @pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
 def test_cat_delta_is_the_weighted_sum_of_deltas(arch):
     model = two_loras(arch, r_a=4, r_b=2)
-    model.combine_loras(WEIGHTS, "ab", mode="cat")
+    peftlab.combine_loras(model, WEIGHTS, "ab", mode="cat")
     assert model.configs["ab"].r == 6 and model.active_adapters == ("b",)
     for path, layer in lora_layers(model, "ab"):
         expected = sum(w * delta(layer, n) for n, w in WEIGHTS.items())
@@ -51,7 +51,7 @@ def test_cat_delta_is_the_weighted_sum_of_deltas(arch):
 
 def test_cat_adapter_computes_the_weighted_sum_in_the_forward_pass():
     model = two_loras("llama")
-    model.combine_loras({"a": 1.0, "b": 1.0}, "ab", mode="cat")
+    peftlab.combine_loras(model, {"a": 1.0, "b": 1.0}, "ab", mode="cat")
     batch = tiny_batch()
     with torch.no_grad():
         model.set_active(["a", "b"])
@@ -63,8 +63,8 @@ def test_cat_adapter_computes_the_weighted_sum_in_the_forward_pass():
 
 def test_svd_at_full_rank_is_the_sum_and_at_lower_rank_the_best_approximation():
     model = two_loras("bert", r_a=4, r_b=2)
-    model.combine_loras(WEIGHTS, "full", mode="svd", r=6)
-    model.combine_loras(WEIGHTS, "low", mode="svd", r=2)
+    peftlab.combine_loras(model, WEIGHTS, "full", mode="svd", r=6)
+    peftlab.combine_loras(model, WEIGHTS, "low", mode="svd", r=2)
     assert model.configs["low"].r == 2 and model.configs["low"].scaling == 1.0
     for path, layer in lora_layers(model, "full"):
         total = sum(w * delta(layer, n) for n, w in WEIGHTS.items())
@@ -80,7 +80,7 @@ def test_svd_at_full_rank_is_the_sum_and_at_lower_rank_the_best_approximation():
 
 def test_linear_mixes_the_factors_with_signed_square_root_weights():
     model = two_loras("llama")
-    model.combine_loras(WEIGHTS, "ab", mode="linear")
+    peftlab.combine_loras(model, WEIGHTS, "ab", mode="linear")
     assert model.configs["ab"].r == 4
     for path, layer in lora_layers(model, "ab"):
         c = {n: w * layer.scaling[n] for n, w in WEIGHTS.items()}
@@ -95,7 +95,7 @@ def test_linear_mixes_the_factors_with_signed_square_root_weights():
 def test_a_single_source_at_weight_one_reproduces_it_in_every_mode():
     model = two_loras("bert")
     for mode in ("linear", "cat", "svd"):
-        model.combine_loras({"a": 1.0}, f"copy_{mode}", mode=mode)
+        peftlab.combine_loras(model, {"a": 1.0}, f"copy_{mode}", mode=mode)
         for path, layer in lora_layers(model, "a"):
             torch.testing.assert_close(delta(layer, f"copy_{mode}"), delta(layer, "a"), rtol=0, atol=1e-5)
 
@@ -107,26 +107,26 @@ def test_head_copies_are_combined_as_parameters():
     with torch.no_grad():
         head.copies["a"].weight.fill_(1.0)
         head.copies["b"].weight.fill_(3.0)
-    model.combine_loras({"a": 0.5, "b": 0.25}, "ab", mode="cat")
+    peftlab.combine_loras(model, {"a": 0.5, "b": 0.25}, "ab", mode="cat")
     torch.testing.assert_close(head.copies["ab"].weight, torch.full_like(head.copies["ab"].weight, 1.25))
 
 
 def test_mismatched_sources_are_refused_with_one_line():
     model = two_loras("bert", r_a=4, r_b=2)
     with pytest.raises(ConfigError, match="needs equal ranks"):
-        model.combine_loras(WEIGHTS, "ab", mode="linear")
+        peftlab.combine_loras(model, WEIGHTS, "ab", mode="linear")
     with pytest.raises(ConfigError, match="only for mode='svd'"):
-        model.combine_loras(WEIGHTS, "ab", mode="cat", r=3)
+        peftlab.combine_loras(model, WEIGHTS, "ab", mode="cat", r=3)
     with pytest.raises(ConfigError, match="exceeds the size"):
-        model.combine_loras(WEIGHTS, "ab", mode="svd", r=100)
+        peftlab.combine_loras(model, WEIGHTS, "ab", mode="svd", r=100)
     with pytest.raises(ConfigError, match="mode='sum'"):
-        model.combine_loras(WEIGHTS, "ab", mode="sum")
+        peftlab.combine_loras(model, WEIGHTS, "ab", mode="sum")
     model.add_adapter("c", peftlab.LoraConfig(r=4, target_modules=("query",), modules_to_save=()))
     with pytest.raises(ConfigError, match="different target modules"):
-        model.combine_loras({"a": 1.0, "c": 1.0}, "ac", mode="cat")
+        peftlab.combine_loras(model, {"a": 1.0, "c": 1.0}, "ac", mode="cat")
     model.add_adapter("i", peftlab.IA3Config(target_modules=("key",), feedforward_modules=(), modules_to_save=()))
     with pytest.raises(ConfigError, match="not LoRA"):
-        model.combine_loras({"a": 1.0, "i": 1.0}, "ai", mode="cat")
+        peftlab.combine_loras(model, {"a": 1.0, "i": 1.0}, "ai", mode="cat")
     assert "ab" not in model.configs and "ac" not in model.configs
 
 
@@ -135,7 +135,7 @@ def test_hugging_face_peft_add_weighted_adapter_agrees(mode, r, tmp_path):
     peft = pytest.importorskip("peft", reason="Hugging Face PEFT (test oracle) is not installed")
     ours = two_loras("llama", r_a=4, r_b=4 if mode == "linear" else 2, targets=("q_proj", "down_proj", "embed_tokens"),
                      task="causal-lm")
-    ours.combine_loras(WEIGHTS, "ab", mode=mode, r=r)
+    peftlab.combine_loras(ours, WEIGHTS, "ab", mode=mode, r=r)
     peftlab.save_adapter(ours, tmp_path / "a", "a")
     peftlab.save_adapter(ours, tmp_path / "b", "b")
     theirs = peft.PeftModel.from_pretrained(tiny_model("llama", "causal-lm"), tmp_path / "a", adapter_name="a")

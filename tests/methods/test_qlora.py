@@ -18,8 +18,9 @@ from transformers.pytorch_utils import Conv1D
 import peftlab
 from peftlab.core.targets import layer_index
 from peftlab.errors import ConfigError, TargetError
-from peftlab.methods.lora import LoraLinear
-from peftlab.methods.qlora import QLoraConfig, export_merged
+from peftlab.methods.lora.layer import LoraLinear
+from peftlab.methods.qlora import QLoraConfig
+from peftlab.methods.qlora.layer import export_merged
 from peftlab.quant import Linear4bit, nf4_bytes_per_param
 from peftlab.quant.loading import dequantize_model, quantize_model
 from tiny_models import tiny_batch, tiny_model

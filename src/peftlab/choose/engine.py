@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from peftlab.choose.rules import Reason, load_rules, matches, recommended
+from peftlab.core.registry import declaration
+from peftlab.core.shapes import ModelShape
 from peftlab.errors import ConfigError
-from peftlab.estimate import METHODS, Settings, estimate, make_method, model_shape
-from peftlab.estimate.shapes import ModelShape
+from peftlab.estimate import Settings, estimate, model_shape
 
 SCHEMA = "peftlab.choose/1"
 GB = 1e9  # the seeds' GB (14 GB for 7e9 fp16 weights)
@@ -140,13 +141,15 @@ def pick_ranges(recipe: dict, facts: dict, table: dict = _TABLE) -> dict:
 
 def concretize(recipe: dict, shape: ModelShape | None, table: dict = _TABLE) -> dict:
     """A method config from a ranged-out recipe: alpha = alpha_over_r · r, symbolic targets
-    become the architecture's module names (kept symbolic without a model)."""
+    become the architecture's module names for their roles (kept symbolic without a model)."""
     config = {}
     for key, value in recipe.items():
         if key == "alpha_over_r":
             config["alpha"] = value * recipe["r"]
         elif key == "targets":
-            config["target_modules"] = value if shape is None else table["targets"][shape.family][value]
+            roles = table["targets"][value]
+            config["target_modules"] = value if shape is None else \
+                roles if isinstance(roles, str) else list(shape.architecture.names(tuple(roles)))
         elif key not in ("merge", "nf4"):
             config[key] = value
     return config
@@ -204,13 +207,11 @@ class Recommendation:
 
 def _estimate(method: str, config: dict, shape: ModelShape, inputs: ChooseInputs,
               checkpointing: bool):
-    """`peftlab estimate` for this candidate (only the fields the estimator models)."""
-    fields = METHODS[method].__dataclass_fields__
+    """`peftlab estimate` for this candidate's method config."""
     settings = Settings(batch_size=inputs.batch_size, seq_len=inputs.seq_len,
                         num_labels=inputs.num_labels if inputs.task == "classification" else None,
                         gradient_checkpointing=checkpointing)
-    return estimate(shape, make_method(method, **{k: v for k, v in config.items() if k in fields}),
-                    settings)
+    return estimate(shape, declaration(method).config_class.from_dict(config), settings)
 
 
 def _fit(method: str, recipe: dict, shape: ModelShape, inputs: ChooseInputs, table: dict):

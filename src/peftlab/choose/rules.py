@@ -1,7 +1,10 @@
-"""The rule table (`rules.json`): loading, validation, and the condition matcher.
+"""The rule table (`rules.json` + each method's `choose.json`): loading, validation, the matcher.
 
 The seeds' decision framework lives in `rules.json` as data so that it can be read, diffed and
-tested row by row; this module only knows the table's shape. A rule is
+tested row by row; what `choose` knows about one method (its recipe, inference cost, next steps
+and any rules citing its own paper) is that method's `choose.json`, named by its declaration and
+merged in here, with its label and mergeability read from the declaration itself. This module
+only knows the table's shape. A rule is
 
     {"id", "group", "when": {fact: condition}, "source": "seed 003, Decision Tree",
      "text": "...", "note": why this rule wins where the seeds disagree,
@@ -20,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from peftlab.core.registry import declarations
 from peftlab.errors import ConfigError
 
 RULES_PATH = Path(__file__).with_name("rules.json")
@@ -82,7 +86,7 @@ def _check_when(rule_id: str, when: Any) -> None:
 def validate(table: dict) -> dict:
     """Check the table's references (groups, methods, facts, ids); return it unchanged."""
     for key in ("order", "methods", "targets", "ranges", "rules", "memory_fallbacks",
-                "next_steps", "tasks", "goals", "report"):
+                "next_steps", "tasks", "goals", "report"):  # methods, next_steps: from the declarations
         if key not in table:
             raise ConfigError(f"rules.json: missing top-level key {key!r}")
     groups = {}
@@ -129,10 +133,30 @@ def _load(path: str) -> str:
     return Path(path).read_text(encoding="utf-8")
 
 
-def load_rules(path: str | Path = RULES_PATH) -> dict:
-    """The validated rule table (a fresh dict each call, so callers cannot alter the shared one)."""
+def _read(path: str | Path) -> dict:
     try:
-        table = json.loads(_load(str(path)))
+        return json.loads(_load(str(path)))
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot read the rule table {path}: {err}") from err
-    return validate(table)
+
+
+def with_methods(table: dict) -> dict:
+    """`table` plus every registered method's choose data: `methods` (label and mergeability from
+    the declaration, the rest from its choose.json), `next_steps`, and its rules after the seeds'."""
+    table = {**table, "methods": {}, "next_steps": {}, "rules": list(table["rules"])}
+    for found in declarations():
+        if found.choose is None:
+            continue
+        data = _read(found.choose)
+        capabilities = found.capabilities
+        table["methods"][found.name] = {
+            "label": found.label, "mergeable": capabilities.mergeable and capabilities.separate_delta,
+            **{k: v for k, v in data.items() if k not in ("next_steps", "rules")}}
+        table["next_steps"][found.name] = data["next_steps"]
+        table["rules"] += data.get("rules", [])
+    return table
+
+
+def load_rules(path: str | Path = RULES_PATH) -> dict:
+    """The validated rule table (a fresh dict each call, so callers cannot alter the shared one)."""
+    return validate(with_methods(_read(path)))

@@ -2,61 +2,36 @@
 
     peftlab estimate llama-2-7b -m lora,qlora,full --r 16
     peftlab estimate path/to/config.json -m all --num-labels 2 --json
+    peftlab estimate gpt2 -m adapters,ia3 --bottleneck-size 16 --target-modules mlp.c_proj
     peftlab estimate --seeds            # the seeds' tables, reproduced, with notes
     peftlab estimate --scaling --csv    # 1B/7B/13B/70B: full vs LoRA vs QLoRA
 
-Options shared by several methods map onto each method's own config field (LoRA `bias` is
---bias, adapters `bias` is --adapter-bias; IA³ `target_modules` is --ia3-targets).
+The method options are generated from the registry: one `--<field>` per field of any registered
+method's config, applied to every chosen method that has that field and converted to its declared
+type there (`cli/options.py`). `--set method.field=value` sets one method's field alone (and
+reaches a field whose name an option of this command already uses, such as adapters' `scaling`).
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from peftlab.errors import PeftlabError
+from peftlab.core.registry import declarations, method_names
+from peftlab.errors import ConfigError, PeftlabError
 
 HELP_MODEL = "preset name or path to a Hugging Face config.json (or its folder)"
-
-
-def _split(text: str | None) -> tuple[str, ...] | str | None:
-    if text is None:
-        return None
-    parts = tuple(p.strip() for p in text.split(",") if p.strip())
-    return "all-linear" if parts == ("all-linear",) else parts
-
-
-def _method_options(method_cls, options: dict) -> dict:
-    """The CLI options `method_cls` has fields for, renamed where a name is shared."""
-    renames = {"adapters": {"bias": "adapter_bias"}, "ia3": {"target_modules": "ia3_targets"}}
-    rename = renames.get(method_cls.name, {})
-    return {field: options[rename.get(field, field)]
-            for field in method_cls.__dataclass_fields__ if rename.get(field, field) in options}
 
 
 def estimate_command(
     model: Optional[str] = typer.Argument(None, help=HELP_MODEL),
     method: str = typer.Option("lora", "--method", "-m",
-                               help="full, lora, qlora, ia3, adapters, prefix, prompt; "
-                                    "comma-separated, or 'all'"),
-    r: int = typer.Option(8, help="LoRA/QLoRA rank"),
-    alpha: float = typer.Option(16, help="LoRA/QLoRA alpha"),
-    target_modules: Optional[str] = typer.Option(
-        None, help="LoRA/QLoRA targets, comma-separated leaf names or all-linear"),
-    bias: str = typer.Option("none", help="LoRA bias: none, all, lora_only"),
-    block_size: int = typer.Option(64, help="QLoRA NF4 block size"),
-    double_quant: bool = typer.Option(True, help="QLoRA double quantization"),
-    double_quant_block_size: int = typer.Option(256, help="QLoRA double-quant block size"),
-    ia3_targets: Optional[str] = typer.Option(None, help="IA3 targets, comma-separated"),
-    bottleneck_size: Optional[int] = typer.Option(None, help="adapter bottleneck m (default 64)"),
-    reduction_factor: Optional[float] = typer.Option(None, help="adapters: m = d // factor"),
-    placement: str = typer.Option("houlsby", help="adapters: houlsby (2/layer), pfeiffer (1)"),
-    adapter_bias: bool = typer.Option(True, help="adapters: biases in down/up projections"),
-    num_virtual_tokens: int = typer.Option(20, help="prefix/prompt length"),
-    projection: bool = typer.Option(False, help="prefix: reparameterization MLP"),
-    encoder_hidden_size: Optional[int] = typer.Option(None, help="prefix MLP width (default d)"),
+                               help="registered methods, comma-separated, or 'all'"),
+    settings: Optional[list[str]] = typer.Option(
+        None, "--set", help="one method's option as method.field=value (repeat)"),
     num_labels: Optional[int] = typer.Option(None, help="sequence classification with K labels"),
     batch_size: int = typer.Option(4, help="batch size B"),
     seq_len: int = typer.Option(512, help="sequence length T"),
@@ -70,9 +45,10 @@ def estimate_command(
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
     csv_out: bool = typer.Option(False, "--csv", help="print CSV"),
     charts: Optional[Path] = typer.Option(None, help="folder to write params.png, memory.png"),
+    **method_options: Optional[str],
 ) -> None:
     """Estimate trainable parameters, adapter file size and training memory per method."""
-    from peftlab.estimate import METHODS, Settings, estimate
+    from peftlab.estimate import Settings, estimate
     from peftlab.estimate import render
 
     if json_out and csv_out:
@@ -80,29 +56,18 @@ def estimate_command(
     if model is None and not (seeds or scaling):
         raise PeftlabError("no model given; pass a preset or a config.json path "
                            "(see `peftlab estimate --help`), or --seeds / --scaling")
-    settings = Settings(memory_model=memory_model, batch_size=batch_size, seq_len=seq_len,
-                        precision=precision, attention=attention,
-                        gradient_checkpointing=gradient_checkpointing, num_labels=num_labels,
-                        device=device)
+    run = Settings(memory_model=memory_model, batch_size=batch_size, seq_len=seq_len,
+                   precision=precision, attention=attention,
+                   gradient_checkpointing=gradient_checkpointing, num_labels=num_labels,
+                   device=device)
+    given = {key: text for key, text in method_options.items() if text is not None}
     tables: dict[str, list[dict]] = {}
     payload: dict = {}
     notes: list[str] = []
     if model is not None:
-        names = list(METHODS) if method == "all" else [m.strip() for m in method.split(",")]
-        options = dict(r=r, alpha=alpha, target_modules=_split(target_modules), bias=bias,
-                       block_size=block_size, double_quant=double_quant,
-                       double_quant_block_size=double_quant_block_size,
-                       ia3_targets=_split(ia3_targets), bottleneck_size=bottleneck_size,
-                       reduction_factor=reduction_factor,
-                       placement=placement, adapter_bias=adapter_bias,
-                       num_virtual_tokens=num_virtual_tokens, projection=projection,
-                       encoder_hidden_size=encoder_hidden_size)
-        for name in names:
-            if name not in METHODS:
-                raise PeftlabError(f"unknown method {name!r}; use one of: "
-                                   f"{', '.join(METHODS)}, or all")
-        ests = [estimate(model, name, settings, **_method_options(METHODS[name], options))
-                for name in names]
+        names = method_names() if method == "all" else [m.strip() for m in method.split(",")]
+        configs = method_configs(names, given, settings or [])
+        ests = [estimate(model, config, run) for config in configs]
         tables[f"{ests[0].model}: parameters, adapter file, training memory (GB, "
                f"{memory_model} model)"] = (render.estimate_rows(ests) if json_out or csv_out
                                             else render.display_rows(ests))
@@ -118,11 +83,13 @@ def estimate_command(
         tables.update(seed_tables)
         payload["seeds"] = seed_tables
     if scaling:
+        from peftlab.cli.options import convert
         from peftlab.estimate.scaling import scaling_table
 
-        title = (f"scaling: training memory ({settings.precision}, AdamW, B={batch_size}, "
+        r = convert(given["r"], int, "r") if "r" in given else 8
+        title = (f"scaling: training memory ({run.precision}, AdamW, B={batch_size}, "
                  f"T={seq_len}, LoRA/QLoRA r={r} on q_proj, v_proj)")
-        tables[title] = payload["scaling"] = render.scaling_rows(scaling_table(settings, r))
+        tables[title] = payload["scaling"] = render.scaling_rows(scaling_table(run, r))
     if json_out:
         typer.echo(render.to_json(payload))
     elif csv_out:
@@ -132,6 +99,86 @@ def estimate_command(
         render.print_tables(tables, notes)
 
 
+def method_configs(names: list[str], given: dict[str, str], settings: list[str]) -> list:
+    """The config of each method in `names`: every generated option it has a field for, plus its
+    own `--set method.field=value` settings (each converted to the field's declared type)."""
+    from peftlab.cli.options import method_config
+
+    known = method_names()
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(f"unknown method {unknown[0]!r}; use one of: {', '.join(known)}, or all")
+    own: dict[str, list[str]] = {name: [] for name in names}
+    for setting in settings:
+        target, dot, rest = setting.partition(".")
+        if not dot or target not in own:
+            raise ConfigError(f"--set {setting!r}: write method.field=value with method one of {', '.join(names)}")
+        own[target].append(rest)
+    fields = {name: _fields(name) for name in names}
+    unused = sorted(key for key in given if not any(key in fields[name] for name in names))
+    if unused:
+        owners = {key: [d.name for d in declarations() if key in _fields(d.name)] for key in unused}
+        raise ConfigError("; ".join(f"--{key.replace('_', '-')} is an option of {', '.join(owners[key])}, "
+                                    f"not of {', '.join(names)}" for key in unused))
+    return [method_config(name, {k: v for k, v in given.items() if k in fields[name]}, own[name])
+            for name in names]
+
+
+def _fields(name: str) -> set[str]:
+    from peftlab.core.registry import declaration
+
+    return set(declaration(name).config_class.__dataclass_fields__) - {"modules_to_save"}
+
+
+def generated_options() -> dict[str, str]:
+    """Field name -> help text, for every field of a registered method's config that no option of
+    the command itself uses (those are reachable with --set method.field=value)."""
+    from peftlab.core.config import describe
+
+    fixed = set(inspect.signature(estimate_command).parameters)
+    options: dict[str, list[tuple[str, Any]]] = {}
+    for found in declarations():
+        hints = _hints(found.config_class)
+        for field in sorted(set(found.config_class.__dataclass_fields__) - {"modules_to_save"}):
+            if field not in fixed:
+                options.setdefault(field, []).append((found.name, hints[field]))
+    helps = {}
+    for field, owners in options.items():
+        by_meaning: dict[str, list[str]] = {}
+        for name, annotation in owners:
+            by_meaning.setdefault(describe(annotation), []).append(name)
+        helps[field] = "; ".join(f"{', '.join(names)}: {meaning}" for meaning, names in by_meaning.items())
+    return helps
+
+
+def _hints(annotated) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(annotated, include_extras=True)
+
+
+def _command_with_method_options():
+    """`estimate_command` with one keyword option per generated method option (typer reads the
+    signature; the values arrive in `**method_options`)."""
+    signature = inspect.signature(estimate_command)
+    hints = _hints(estimate_command)  # this module's annotations are strings (PEP 563): resolve them
+    fixed = [p.replace(annotation=hints[p.name]) for p in signature.parameters.values()
+             if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    generated = [inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                                   default=typer.Option(None, f"--{field.replace('_', '-')}", help=help_text,
+                                                        rich_help_panel="Method options"))
+                 for field, help_text in sorted(generated_options().items())]
+
+    def command(**values: Any) -> None:
+        fixed_values = {p.name: values.pop(p.name) for p in fixed}
+        estimate_command(**fixed_values, **values)
+
+    command.__signature__ = signature.replace(parameters=[*fixed, *generated], return_annotation=None)
+    command.__annotations__ = {p.name: p.annotation for p in (*fixed, *generated)}
+    command.__doc__ = estimate_command.__doc__
+    return command
+
+
 def register(app: typer.Typer) -> None:
     """Add the `estimate` command to the peftlab app."""
-    app.command("estimate")(estimate_command)
+    app.command("estimate")(_command_with_method_options())

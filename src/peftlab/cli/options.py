@@ -21,9 +21,9 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-from peftlab.core.combination import CombinationConfig, Component
-from peftlab.core.protocol import MethodConfig
-from peftlab.core.registry import get_method
+from peftlab.core.combination_config import CombinationConfig, Component
+from peftlab.core.config import MethodConfig
+from peftlab.core.registry import declaration
 from peftlab.errors import ConfigError
 
 _TRUE = ("true", "yes", "1", "on")
@@ -56,9 +56,10 @@ def convert(text: str, annotation: Any, name: str) -> Any:
         items = [item.strip() for item in text.split(",") if item.strip()]
         return tuple(convert(item, args[0], name) for item in items)
     if origin is Literal:
-        if text not in args:
+        chosen = [arg for arg in args if str(arg) == text.strip()]
+        if not chosen:
             raise ConfigError(f"{name}={text!r} is not accepted: choose one of {', '.join(map(str, args))}")
-        return text
+        return chosen[0]
     if annotation is bool:
         if text.strip().lower() in _TRUE + _FALSE:
             return text.strip().lower() in _TRUE
@@ -73,7 +74,8 @@ def convert(text: str, annotation: Any, name: str) -> Any:
 
 
 def config_fields(config_class: type[MethodConfig]) -> dict[str, Any]:
-    """Field name -> resolved type annotation of a method config dataclass."""
+    """Field name -> resolved type annotation of a method config dataclass (ranges dropped:
+    the config validates them)."""
     hints = typing.get_type_hints(config_class)
     return {field.name: hints[field.name] for field in dataclasses.fields(config_class)}
 
@@ -86,7 +88,7 @@ def method_config(method: str, values: dict[str, Any], settings: list[str]) -> M
     """
     if "+" in method:
         return combination_config(method, values, settings)
-    config_class = get_method(method).config_class
+    config_class = declaration(method).config_class
     fields = config_fields(config_class)
     chosen: dict[str, Any] = {}
     for key, value in values.items():
@@ -121,7 +123,7 @@ def combination_config(method: str, values: dict[str, Any], settings: list[str])
             scales[part] = convert(text, float, f"{part}.lr_scale")
         else:
             per_part[part].append(f"{field}={text}")
-    declared = {part: config_fields(get_method(part).config_class) for part in parts}
+    declared = {part: config_fields(declaration(part).config_class) for part in parts}
     unused = sorted(set(values) - {key for fields in declared.values() for key in fields})
     if unused:
         raise ConfigError(f"no part of {method} has option(s) {', '.join(unused)}: set them per part with "

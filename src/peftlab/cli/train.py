@@ -45,8 +45,8 @@ def _load_task(data: str, max_train=None, max_dev=None, **columns):
 
 
 def _load_base(model: str, task, config):
-    """The base model for `config` on `task` (see `peftlab.core.combination.load_base`)."""
-    from peftlab.core.combination import load_base
+    """The base model for `config` on `task` (see `peftlab.models.base`)."""
+    from peftlab.models import load_base
 
     return load_base(model, task.kind, task.num_labels if task.kind == "classification" else None, config)
 
@@ -181,7 +181,7 @@ def eval_command(
 ) -> None:
     """Score an adapter on a data set's dev split (method and config come from the adapter folder)."""
     import peftlab
-    from peftlab.core.files import read_config
+    from peftlab.core.adapter_io import read_config
     from peftlab.train import evaluate
 
     config = read_config(adapter)  # a missing or broken folder fails before the model loads

@@ -9,7 +9,7 @@ size, peak memory, quality, merge error) → `timing` (step time and latency, in
 `report` (report.md, console table) and `charts` (PNGs). `run` ties them together.
 """
 
-from peftlab.compare.plan import LITERATURE, PROFILES, Budget, ComparePlan, MethodPlan, make_plan
+from peftlab.compare.plan import PROFILES, Budget, ComparePlan, MethodPlan, make_plan
 from peftlab.compare.run import run_compare
 
-__all__ = ["Budget", "ComparePlan", "LITERATURE", "MethodPlan", "PROFILES", "make_plan", "run_compare"]
+__all__ = ["Budget", "ComparePlan", "MethodPlan", "PROFILES", "make_plan", "run_compare"]

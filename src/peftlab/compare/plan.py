@@ -4,8 +4,8 @@ Fairness is the point of `peftlab compare`, so everything that is not the method
 shared: the same training rows in the same seeded order, the same number of optimizer steps of
 the same batch, the same maximum length, warmup, seed and dev set. What differs is what the
 literature says each method needs to work at all, mostly its learning rate (soft prompts want
-~1000x the rate of full fine-tuning). Those defaults are data (`LITERATURE`), the one place a
-method is named; a method registered later without an entry gets `FALLBACK` and a note saying so.
+~1000x the rate of full fine-tuning). Those defaults are part of each method's declaration
+(`MethodDeclaration.literature`, in its package's `config.py`): nothing here names a method.
 
 A combination "a+b" (see `peftlab.core.combination`) runs with each part's literature fields;
 its learning rate is the first part's, and every other part keeps its own literature rate as a
@@ -21,8 +21,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftlab.core.protocol import check_choice
-from peftlab.core.registry import get_method, method_names
+from peftlab.core.config import check_choice
+from peftlab.core.registry import declaration, declarations, method_names
 from peftlab.errors import ConfigError
 
 
@@ -81,33 +81,8 @@ PROFILES = {
 }
 
 
-@dataclass(frozen=True)
-class Default:
-    """A method's literature default: learning rate, config fields and where they come from."""
-
-    learning_rate: float
-    fields: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
-
-
-LITERATURE: dict[str, Default] = {
-    "full": Default(5e-5, {}, "BERT (Devlin et al. 2019) fine-tunes at 2e-5..5e-5"),
-    "lora": Default(1e-3, {"r": 16, "alpha": 32.0, "dropout": 0.1},
-                    "LoRA (Hu et al. 2021): r=16, α=32 on the query/value projections, lr ~5e-4..1e-3"),
-    "qlora": Default(1e-3, {"r": 16, "alpha": 32.0, "dropout": 0.1},
-                     "QLoRA (Dettmers et al. 2023): LoRA's settings over an NF4 base"),
-    "adapters": Default(1e-3, {"bottleneck_size": 64},
-                        "Houlsby et al. 2019: bottleneck 64 after attention and FFN, lr 1e-4..1e-3"),
-    "ia3": Default(3e-2, {}, "IA³ (Liu et al. 2022) and HF PEFT examples: lr 1e-2..3e-2 for short runs"),
-    "prefix": Default(1e-2, {"num_virtual_tokens": 20, "projection": True},
-                      "Prefix tuning (Li & Liang 2021) with the MLP reparametrisation; "
-                      "P-tuning v2 uses ~1e-2 for classification"),
-    "prompt": Default(3e-1, {"num_virtual_tokens": 20},
-                      "Prompt tuning (Lester et al. 2021): 20 tokens at lr 0.3"),
-}
 # Training throughput is reported relative to this method, as the seeds do ("vs. full fine-tuning").
 REFERENCE_METHOD = "full"
-FALLBACK = Default(1e-3, {}, "no literature entry in peftlab.compare.plan.LITERATURE: lr 1e-3, config defaults")
 
 
 @dataclass(frozen=True)
@@ -149,19 +124,12 @@ class ComparePlan:
 
 
 def method_plan(method: str, learning_rate: float | None = None) -> MethodPlan:
-    """`method`'s literature default, keeping only the fields its config class declares."""
+    """`method`'s literature default (its declaration's `literature`)."""
     if "+" in method:
         return combination_plan(method, learning_rate)
-    config_class = get_method(method).config_class  # raises for an unknown method
-    default = LITERATURE.get(method, FALLBACK)
-    declared = {f.name for f in dataclasses.fields(config_class)}
-    fields = {k: v for k, v in default.fields.items() if k in declared}
-    notes = [f"literature field {k}={v!r} is not an option of {method}; left out"
-             for k, v in default.fields.items() if k not in declared]
-    if default is FALLBACK:
-        notes.append(default.source)
-    rate = default.learning_rate if learning_rate is None else learning_rate
-    return MethodPlan(method, rate, fields, default.source, tuple(notes))
+    literature = declaration(method).literature  # raises for an unknown method
+    rate = literature.learning_rate if learning_rate is None else learning_rate
+    return MethodPlan(method, rate, dict(literature.fields), literature.source)
 
 
 def combination_plan(method: str, learning_rate: float | None = None) -> MethodPlan:
@@ -187,10 +155,11 @@ def _check_method(name: str, known: list[str]) -> str | None:
 
 
 def parse_methods(text: str | None) -> list[str]:
-    """A comma list of registered methods or combinations "a+b" (default: every method, in registry order)."""
+    """A comma list of registered methods or combinations "a+b" (default: every method that is not
+    a variant of another, in registry order)."""
     known = method_names()
     if not text:
-        return list(known)
+        return [d.name for d in declarations() if d.variant_of is None]
     chosen = [name.strip() for name in text.split(",") if name.strip()]
     problems = [problem for problem in map(lambda name: _check_method(name, known), chosen) if problem]
     if problems:
@@ -204,7 +173,7 @@ def make_plan(*, model: str = "minilm", data: str = "sst2", columns: dict[str, s
               methods: str | None = None, profile: str = "quick", steps: int | None = None,
               seed: int = 0, threads: int | None = None, device: str = "auto",
               max_train: int | None = None, max_dev: int | None = None, tune_lr: bool = False) -> ComparePlan:
-    """The plan of a comparison from command-line choices (see `Budget` and `LITERATURE`)."""
+    """The plan of a comparison from command-line choices (see `Budget` and the methods' literature)."""
     check_choice("profile", profile, tuple(PROFILES))
     budget = PROFILES[profile]
     changes: dict[str, Any] = {}

@@ -2,8 +2,9 @@
 
 At a short budget the learning rate decides more than the method (soft prompts want ~1000x the
 rate of full fine-tuning, and a literature default can leave a method at chance). With
-`tune_lr`, each method first trains once per rate of its grid (`SWEEP_GRIDS`, log-spaced around
-the literature default), on the comparison's step budget, from the same seeded initialisation:
+`tune_lr`, each method first trains once per rate of its grid (its declaration's
+`literature.sweep`, log-spaced around the literature default), on the comparison's step budget,
+from the same seeded initialisation:
 
     train_rest, validation = task.split_validation(validation_fraction, seed)   # from TRAIN only
     for lr in grid:  score(lr) = validation metric after training on train_rest
@@ -31,26 +32,20 @@ import dataclasses
 from typing import Any
 
 from peftlab.compare.plan import ComparePlan, MethodPlan
+from peftlab.core.registry import declaration
 from peftlab.data.tasks import CLASSIFICATION, Task
 from peftlab.train import TrainingDivergedError, train
 
-# Search grids per method, from the ranges the literature reports as working at short budgets.
-SWEEP_GRIDS: dict[str, tuple[float, ...]] = {
-    "full": (2e-5, 5e-5, 1e-4),
-    "lora": (5e-4, 1e-3, 2e-3),
-    "qlora": (5e-4, 1e-3, 2e-3),
-    "adapters": (3e-4, 1e-3, 3e-3),
-    "ia3": (3e-3, 1e-2, 3e-2),
-    "prefix": (1e-3, 3e-3, 1e-2),
-    "prompt": (3e-2, 1e-1, 3e-1),
-}
-FALLBACK_FACTORS = (1 / 3, 1.0, 3.0)  # around the literature rate, for a method without a grid
+FALLBACK_FACTORS = (1 / 3, 1.0, 3.0)  # around the plan's rate, for a combination or a method without a grid
 MAX_EXTENSIONS = 2  # extra rates past the grid's edge while the best rate sits on it
 STOP_RISING_AFTER = 0.25  # of the budget: warmup is over and a working rate has brought the loss down
 
 
 def sweep_grid(method: MethodPlan) -> tuple[float, ...]:
-    return SWEEP_GRIDS.get(method.method, tuple(method.learning_rate * f for f in FALLBACK_FACTORS))
+    """The rates to try: the method's declared grid (from the ranges the literature reports as
+    working at short budgets); for a combination, its first part's rate × FALLBACK_FACTORS."""
+    grid = () if "+" in method.method else declaration(method.method).literature.sweep
+    return grid or tuple(method.learning_rate * f for f in FALLBACK_FACTORS)
 
 
 def without_validation(task: Task, fraction: float, seed: int) -> tuple[Task, tuple]:

@@ -34,7 +34,7 @@ import torch
 import peftlab
 from peftlab.compare.plan import ComparePlan, MethodPlan
 from peftlab.compare.sweep import without_validation
-from peftlab.core.combination import load_base as load_method_base
+from peftlab.models import load_base as load_method_base
 from peftlab.data import load_task
 from peftlab.data.tasks import CAUSAL_LM, CLASSIFICATION, Task
 from peftlab.io import write_json

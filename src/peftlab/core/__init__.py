@@ -1,12 +1,41 @@
-"""The method core: protocol, registry, target matching, PeftModel and adapter files."""
+"""The method core: configs, declarations and the registry (torch-free), target matching,
+the method protocol, PeftModel and adapter files.
 
-from peftlab.core.combination import CombinationConfig, Component
-from peftlab.core.files import load_adapter, save_adapter
-from peftlab.core.model import PeftModel
-from peftlab.core.protocol import AdapterLayer, Capabilities, Method, MethodConfig, ModelHook
-from peftlab.core.registry import get_method, make_config, method_names, register
+Names load on first use (PEP 562), so the torch-free half (`core.config`, `core.declaration`,
+`core.registry`, `core.architectures`, `core.shapes`) imports without torch.
+"""
 
-__all__ = [
-    "AdapterLayer", "Capabilities", "CombinationConfig", "Component", "Method", "MethodConfig", "ModelHook", "PeftModel",
-    "get_method", "load_adapter", "make_config", "method_names", "register", "save_adapter",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AdapterLayer": "peftlab.core.protocol",
+    "Method": "peftlab.core.protocol",
+    "ModelHook": "peftlab.core.protocol",
+    "MethodConfig": "peftlab.core.config",
+    "Capabilities": "peftlab.core.declaration",
+    "Literature": "peftlab.core.declaration",
+    "MethodDeclaration": "peftlab.core.declaration",
+    "CombinationConfig": "peftlab.core.combination_config",
+    "Component": "peftlab.core.combination_config",
+    "make_config": "peftlab.core.combination_config",
+    "PeftModel": "peftlab.core.model",
+    "load_adapter": "peftlab.core.adapter_io",
+    "save_adapter": "peftlab.core.adapter_io",
+    "read_config": "peftlab.core.adapter_io",
+    "get_method": "peftlab.core.registry",
+    "method_names": "peftlab.core.registry",
+    "register": "peftlab.core.registry",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'peftlab.core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

@@ -23,10 +23,10 @@ from typing import Any
 from torch import nn
 
 from peftlab import __version__
-from peftlab.core.combination import Component, CombinationConfig, part_name
+from peftlab.core.combination_config import CombinationConfig, Component, part_name
 from peftlab.core.files import (
-    CONFIG_NAME, WEIGHTS_NAME, _read_tensors, fill_adapter, method_and_config_from_file, read_adapter_config,
-    save_adapter,
+    CONFIG_NAME, WEIGHTS_NAME, _read_tensors, attach, fill_adapter, method_and_config_from_file, read_adapter_config,
+    save_single,
 )
 from peftlab.core.model import PeftModel
 from peftlab.errors import AdapterFileError, PeftlabError
@@ -45,7 +45,7 @@ def save_combination(peft_model: PeftModel, folder: str | Path, name: str) -> Pa
     folder = Path(folder)
     config = peft_model.combinations[name]
     for component in config.components:
-        save_adapter(peft_model, folder / component.name, part_name(name, component.name))
+        save_single(peft_model, folder / component.name, part_name(name, component.name))
     write_json(folder / MANIFEST_NAME, {
         "format": FORMAT, "version": __version__, "method": config.method,
         "components": [{"name": c.name, "folder": c.name, "method": c.config.method, "lr_scale": c.lr_scale}
@@ -101,7 +101,7 @@ def load_combination(model: nn.Module, folder: Path, name: str) -> PeftModel:
     tensors = {entry["name"]: (_read_tensors(part_folder / WEIGHTS_NAME), part_folder / WEIGHTS_NAME)
                for entry, part_folder in parts}
     peft_model = model if isinstance(model, PeftModel) else PeftModel(model)
-    peft_model.add_adapter(name, combination)
+    attach(peft_model, name, combination, folder)
     try:
         for component in combination.components:
             found, source = tensors[component.name]

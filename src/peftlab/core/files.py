@@ -10,7 +10,8 @@
 
 Keys carry no adapter name, as Hugging Face PEFT writes them. Loading is strict: missing,
 unexpected and shape-mismatched keys are reported together, by category, in one error.
-A combination of methods is saved as one folder of such folders (see `core/combination_files.py`).
+A combination of methods is saved as one folder of such folders (see `core/combination_files.py`);
+`peftlab.save_adapter` / `load_adapter` choose between the two (`core/adapter_io.py`).
 """
 
 from __future__ import annotations
@@ -25,16 +26,16 @@ from safetensors.torch import load_file
 from torch import nn
 
 from peftlab import __version__
-from peftlab.core.model import PeftModel, file_path
+from peftlab.core.config import MethodConfig
+from peftlab.core.model import PeftModel
 from peftlab.core.modules_to_save import ModulesToSave
-from peftlab.core.protocol import MethodConfig
-from peftlab.core.registry import get_method, method_for_hf_peft_type
-from peftlab.errors import AdapterFileError, PeftlabError
+from peftlab.core.registry import declaration, declaration_for_hf_file
+from peftlab.core.targets import file_path
+from peftlab.errors import AdapterFileError, PeftlabError, TargetError
 from peftlab.io import write_json, write_safetensors
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
-MODULE_PREFIX = "base_model.model."
 
 # Hugging Face PEFT task types by the suffix of the transformers model class.
 _TASK_TYPES = (("ForSequenceClassification", "SEQ_CLS"), ("ForCausalLM", "CAUSAL_LM"),
@@ -61,6 +62,24 @@ def adapter_state(peft_model: PeftModel, name: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def suffix_collateral(peft_model: PeftModel, name: str) -> dict[str, torch.Tensor]:
+    """Base weights of modules Hugging Face PEFT would also copy for this file's modules_to_save.
+
+    HF PEFT matches a modules_to_save entry as a plain string suffix, so "classifier" also wraps
+    DistilBERT's `pre_classifier` and then expects its weights in the file. Writing them (unchanged
+    base weights) lets HF load the file with the same logits; peftlab reads them back as base
+    weights (see `_base_weights_in_file`), which leaves them as they are.
+    """
+    root = peft_model.method(name).hf_module_prefix
+    saved = {file_path(path) for path, layer in peft_model.adapter_layers(name) if isinstance(layer, ModulesToSave)}
+    extra = {}
+    for path, module in peft_model.model.named_modules():
+        if path and path not in saved and any(path.endswith(entry) for entry in saved) \
+                and not any(path.startswith(entry + ".") for entry in saved):
+            extra.update({f"{root}{file_path(path)}.{key}": p.detach() for key, p in module.named_parameters()})
+    return extra
+
+
 def adapter_file_config(peft_model: PeftModel, name: str) -> dict[str, Any]:
     config = peft_model.configs[name]
     method = peft_model.method(name)
@@ -70,7 +89,7 @@ def adapter_file_config(peft_model: PeftModel, name: str) -> dict[str, Any]:
     # Methods that peft_type alone does not identify (none, or another method's format) carry a
     # block of our own, which takes precedence on loading; other HF-typed files stay free of
     # extra keys (HF PEFT warns on keys it does not know).
-    own_block = {} if method.hf_peft_type and method.reads_plain_hf_files else {
+    own_block = {} if method.hf_peft_type and method.declaration.reads_plain_hf_files else {
         "peftlab": {"method": method.name, "version": __version__, "config": config.to_dict()}}
     return {
         "peft_type": method.hf_peft_type or f"PEFTLAB_{method.name.upper()}",
@@ -84,18 +103,13 @@ def adapter_file_config(peft_model: PeftModel, name: str) -> dict[str, Any]:
     }
 
 
-def save_adapter(peft_model: PeftModel, folder: str | Path, name: str = "default") -> Path:
-    """Write adapter `name` to `folder` (created if needed); each file is written atomically.
-
-    A combination is written as one unit: a subfolder per component plus a manifest."""
-    if name in peft_model.combinations:
-        from peftlab.core.combination_files import save_combination  # it imports this module
-
-        return save_combination(peft_model, folder, name)
+def save_single(peft_model: PeftModel, folder: str | Path, name: str = "default") -> Path:
+    """Write single adapter `name` to `folder` (created if needed); each file is written atomically."""
     if name not in peft_model.configs:
         raise PeftlabError(f"unknown adapter {name!r}: existing adapters are {list(peft_model.configs)}")
     folder = Path(folder)
-    write_safetensors(folder / WEIGHTS_NAME, adapter_state(peft_model, name), metadata={"format": "pt"})
+    state = {**suffix_collateral(peft_model, name), **adapter_state(peft_model, name)}
+    write_safetensors(folder / WEIGHTS_NAME, state, metadata={"format": "pt"})
     write_json(folder / CONFIG_NAME, adapter_file_config(peft_model, name))
     return folder
 
@@ -128,8 +142,8 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def method_and_config_from_file(fields: dict[str, Any]):
     peftlab_block = fields.get("peftlab") or {}
-    method = get_method(peftlab_block["method"]) if "method" in peftlab_block \
-        else method_for_hf_peft_type(fields["peft_type"])
+    found = declaration(peftlab_block["method"]) if "method" in peftlab_block else declaration_for_hf_file(fields)
+    method = found.load()()
     config = method.config_from_file(fields)
     saved = fields.get("modules_to_save")
     return method, config.replace(modules_to_save=tuple(saved) if saved else ())
@@ -160,37 +174,35 @@ def _base_weights_in_file(peft_model: PeftModel, found: dict[str, torch.Tensor],
     return extras
 
 
-def read_config(folder: str | Path) -> MethodConfig:
-    """The config of the adapter saved in `folder` (a CombinationConfig for a combination folder),
-    without reading its tensors: enough to load the base model the way its method wants it."""
-    from peftlab.core.combination_files import is_combination_folder, read_combination_config
-
-    folder = Path(folder)
-    if is_combination_folder(folder):
-        return read_combination_config(folder)
+def read_single_config(folder: str | Path) -> MethodConfig:
+    """The config of the single adapter saved in `folder`, without reading its tensors."""
     return method_and_config_from_file(read_adapter_config(folder))[1]
 
 
-def load_adapter(model: nn.Module, folder: str | Path, name: str = "default") -> PeftModel:
-    """Attach the adapter saved in `folder` to `model` (a base model or a PeftModel) as `name`.
-
-    A combination folder (with its manifest) restores every component, all active."""
-    from peftlab.core.combination_files import is_combination_folder, load_combination
-
+def load_single(model: nn.Module, folder: str | Path, name: str = "default") -> PeftModel:
+    """Attach the single adapter saved in `folder` to `model` (a base model or a PeftModel) as `name`."""
     folder = Path(folder)
-    if is_combination_folder(folder):
-        return load_combination(model, folder, name)
     fields = read_adapter_config(folder)
     _, config = method_and_config_from_file(fields)
     found = _read_tensors(folder / WEIGHTS_NAME)
     peft_model = model if isinstance(model, PeftModel) else PeftModel(model)
-    peft_model.add_adapter(name, config)
+    attach(peft_model, name, config, folder)
     try:
         fill_adapter(peft_model, name, found, folder / WEIGHTS_NAME)
     except PeftlabError:
         peft_model.delete_adapter(name)
         raise
     return peft_model
+
+
+def attach(peft_model: PeftModel, name: str, config, folder: Path) -> None:
+    """`peft_model.add_adapter(name, config)` for a config read from `folder`: targets the model
+    lacks mean the file belongs to another model, and are reported as such."""
+    try:
+        peft_model.add_adapter(name, config)
+    except TargetError as error:
+        raise AdapterFileError(f"{folder} does not match this model ({error}): "
+                               "load it on the base model it was trained on") from None
 
 
 def fill_adapter(peft_model: PeftModel, name: str, found: dict[str, torch.Tensor], source: Path) -> None:

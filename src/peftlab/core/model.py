@@ -25,19 +25,15 @@ import torch
 from torch import nn
 
 from peftlab.core import combination as combo
+from peftlab.core.architectures import missing_features
+from peftlab.core.combination_config import CombinationConfig, part_name
+from peftlab.core.config import MethodConfig
 from peftlab.core.modules_to_save import ModulesToSave
-from peftlab.core.protocol import AdapterLayer, MethodConfig, ModelHook
-from peftlab.core.row_selection import selected_rows
+from peftlab.core.protocol import AdapterLayer, ModelHook
 from peftlab.core.registry import method_for_config
-from peftlab.core.targets import CLASSIFIER_HEAD_NAMES, _matches, replace_module
-from peftlab.errors import ConfigError, MergeError
-
-_WRAPPER_SEGMENT = ".base_layer"
-
-
-def file_path(path: str) -> str:
-    """A module path as the base model knows it (wrappers' ``base_layer`` hops removed)."""
-    return path.replace(_WRAPPER_SEGMENT, "")
+from peftlab.core.row_selection import selected_rows
+from peftlab.core.targets import CLASSIFIER_HEAD_NAMES, _matches, file_path, replace_module, visible_modules
+from peftlab.errors import ConfigError, MergeError, TargetError
 
 
 class PeftModel(nn.Module):
@@ -47,7 +43,7 @@ class PeftModel(nn.Module):
         super().__init__()
         self.model = model
         self.configs: dict[str, MethodConfig] = {}
-        self.combinations: dict[str, combo.CombinationConfig] = {}
+        self.combinations: dict[str, CombinationConfig] = {}
         self.hooks = nn.ModuleDict()
         self.active_adapters: tuple[str, ...] = ()
         self._disabled = False
@@ -68,13 +64,14 @@ class PeftModel(nn.Module):
         """The method of adapter `name`; for a combination, a `CombinedMethod` with derived capabilities."""
         if name in self.combinations:
             config = self.combinations[name]
-            return combo.CombinedMethod(config.method, tuple(method_for_config(c.config) for c in config.components))
+            return combo.CombinedMethod(config.method, tuple(method_for_config(c.config).capabilities
+                                                             for c in config.components))
         return method_for_config(self.configs[name])
 
     def parts(self, name: str) -> tuple[str, ...]:
         """The adapters a name stands for: a combination's parts, or the adapter itself."""
         if name in self.combinations:
-            return tuple(combo.part_name(name, c.name) for c in self.combinations[name].components)
+            return tuple(part_name(name, c.name) for c in self.combinations[name].components)
         return (name,)
 
     def expand(self, names: Sequence[str]) -> list[str]:
@@ -144,8 +141,15 @@ class PeftModel(nn.Module):
 
     def learning_rate_scales(self) -> dict[str, float]:
         """Per trainable parameter (keys of `trainable_parameters()`), its learning rate relative to
-        the run's: a combination component's `lr_scale`, 1.0 for everything else."""
-        return {key: combo.lr_scale(self, name) for key, name, _ in self._trainable_entries()}
+        the run's: a combination component's `lr_scale` times what the adapter's method declares
+        for the tensor (`Method.learning_rate_scales`, e.g. LoRA+'s B), 1.0 for everything else."""
+        entries = self._trainable_entries()
+        declared: dict[int, float] = {}
+        for name in dict.fromkeys(name for _, name, _ in entries):
+            params = self.adapter_parameters(name)
+            scales = self.method(name).learning_rate_scales(self, name, self.configs[name], params)
+            declared.update({id(params[key]): scale for key, scale in scales.items()})
+        return {key: combo.lr_scale(self, name) * declared.get(id(param), 1.0) for key, name, param in entries}
 
     def count_parameters(self) -> tuple[int, int]:
         """(trainable, total) parameter counts; total counts the base model and all adapters."""
@@ -154,11 +158,14 @@ class PeftModel(nn.Module):
         return trainable, total
 
     # --- adapters --------------------------------------------------------------------------------
-    def add_adapter(self, name: str, config: MethodConfig | combo.CombinationConfig, *,
+    def add_adapter(self, name: str, config: MethodConfig | CombinationConfig, *,
                     activate: bool = True) -> None:
         """Attach a new adapter `name` configured by `config` (the method comes from the config);
-        a `CombinationConfig` attaches all its components as one unit named `name`."""
-        if isinstance(config, combo.CombinationConfig):
+        a `CombinationConfig` attaches all its components as one unit named `name`.
+
+        The config kept in `configs[name]` is the resolved one (`Method.resolve`: default targets
+        filled in from the architecture table), so files name the modules actually adapted."""
+        if isinstance(config, CombinationConfig):
             combo.add_combination(self, name, config, activate=activate)
             return
         if name in self.configs or name in self.combinations:
@@ -166,6 +173,11 @@ class PeftModel(nn.Module):
         if not name or "." in name:
             raise ConfigError(f"adapter name {name!r} is invalid: use a non-empty name without dots")
         method = method_for_config(config)
+        lacking = missing_features(self.model, method.declaration.needs)
+        if lacking:
+            raise TargetError(f"{method.name} needs {', '.join(lacking)}, which {type(self.model).__name__} "
+                              f"(model_type {self.model.config.model_type!r}) does not have: choose another method")
+        config = method.resolve(self.model, config)
         method.prepare_base(self.model, config)
         method.inject(self.model, name, config)
         self._wrap_modules_to_save(name, config)
@@ -180,11 +192,9 @@ class PeftModel(nn.Module):
 
     def _wrap_modules_to_save(self, name: str, config: MethodConfig) -> None:
         entries = CLASSIFIER_HEAD_NAMES if config.modules_to_save is None else config.modules_to_save
-        modules = dict(self.model.named_modules())
+        modules = visible_modules(self.model)  # a wrapper's base_layer or copies are not the module itself
         for entry in entries:
-            # Paths inside a wrapper (its base_layer or copies) are not the module itself.
-            paths = [p for p in modules if p and _matches(p, entry)
-                     and _WRAPPER_SEGMENT not in p and ".copies." not in p]
+            paths = [p for p in modules if _matches(p, entry)]
             # The standard head names are optional (BERT has no "score", GPT-2 no "classifier").
             if not paths and entry not in CLASSIFIER_HEAD_NAMES:
                 raise ConfigError(f"modules_to_save entry {entry!r} matches no module of {type(self.model).__name__}")
@@ -360,11 +370,3 @@ class PeftModel(nn.Module):
         for hook in reversed(hooks):
             outputs = hook.after_generate(outputs, kwargs)
         return outputs
-
-    # --- weighted combination of LoRA adapters ----------------------------------------------------
-    def combine_loras(self, sources: dict[str, float], name: str, mode: str = "linear",
-                      r: int | None = None) -> None:
-        """Add LoRA adapter `name` built from weighted LoRA adapters (see `methods/lora_combine.py`)."""
-        from peftlab.methods.lora_combine import combine_loras  # core does not import methods at load time
-
-        combine_loras(self, sources, name, mode=mode, r=r)

@@ -12,7 +12,8 @@ import copy
 import torch
 from torch import nn
 
-from peftlab.core.protocol import AdapterLayer, MethodConfig
+from peftlab.core.config import MethodConfig
+from peftlab.core.protocol import AdapterLayer
 from peftlab.errors import ConfigError
 
 

@@ -1,8 +1,9 @@
-"""The method protocol: what every PEFT method declares and implements.
+"""The method protocol: what every PEFT method implements on a model (the torch side).
 
-A method is a small class registered under a name. Shared code (apply, freezing, merge, files,
-training, comparison) only talks to this protocol and reads `Capabilities`; it never asks which
-method it is holding. The three places a method can put trainable state are:
+A method is a small class named by its declaration (`core/declaration.py`: name, config class,
+capabilities, files, counts, literature), which the registry finds without importing this module.
+Shared code (apply, freezing, merge, files, training, comparison) only talks to this protocol and
+reads `Capabilities`; it never asks which method it is holding. The three places a method can put trainable state are:
 
 * adapter layers (`AdapterLayer`, e.g. LoRA's A and B) that wrap a module of the base model,
 * base parameters it unfreezes (`base_parameters_to_train`, e.g. LoRA's `bias="all"`, full FT),
@@ -14,76 +15,15 @@ freezing, optimizer groups and state dicts derive from the declarations, never f
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from abc import ABC, ABCMeta, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from peftlab.core.config import MethodConfig
+from peftlab.core.declaration import Capabilities, MethodDeclaration
 from peftlab.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a method can do; shared code and the conformance suite branch on these, not on names.
-
-    mergeable:          the learned change can be folded into the base weights (zero inference overhead).
-    exact_unmerge:      unmerge restores the weights to float tolerance (IA³ divides, so it only reports).
-    identity_at_init:   a fresh adapter leaves the model's outputs unchanged (B = 0, scales = 1, ...).
-    model_hook:         the method changes the model's inputs or attention context (prefix, prompt).
-    supports_disable:   the base model can be recovered by switching the adapter off.
-    """
-
-    mergeable: bool
-    exact_unmerge: bool
-    identity_at_init: bool
-    model_hook: bool = False
-    supports_disable: bool = True
-
-    def as_dict(self) -> dict[str, bool]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """Base of every method's configuration (a small frozen dataclass, validated on creation).
-
-    modules_to_save: modules that train in full next to the adapter (a copy per adapter name).
-        None means "the output head of a sequence-classification model" (`classifier` / `score`),
-        an empty tuple means none.
-    """
-
-    method: ClassVar[str]
-    modules_to_save: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.modules_to_save is not None and not isinstance(self.modules_to_save, tuple):
-            object.__setattr__(self, "modules_to_save", tuple(self.modules_to_save))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, **json.loads(json.dumps(dataclasses.asdict(self)))}
-
-    def replace(self, **changes: Any) -> "MethodConfig":
-        return dataclasses.replace(self, **changes)
-
-
-def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
-                *, low_inclusive: bool = True) -> None:
-    """Raise ConfigError naming `name`, its value and the accepted range unless low <= value <= high."""
-    too_low = low is not None and (value < low if low_inclusive else value <= low)
-    too_high = high is not None and value > high
-    if too_low or too_high:
-        bracket = "[" if low_inclusive else "("
-        accepted = f"{bracket}{'-inf' if low is None else low}, {'inf' if high is None else high}]"
-        raise ConfigError(f"{name}={value!r} is out of range: accepted {accepted}")
-
-
-def check_choice(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} is not accepted: choose one of {', '.join(map(repr, choices))}")
 
 
 class AdapterLayer(nn.Module, metaclass=ABCMeta):
@@ -223,32 +163,45 @@ class ModelHook(nn.Module, metaclass=ABCMeta):
 
 
 class Method(ABC):
-    """A PEFT method: its name, config class, capabilities and how it attaches to a model."""
+    """A PEFT method: how it attaches to a model. Everything else is in its `declaration`."""
 
-    name: ClassVar[str]
-    config_class: ClassVar[type[MethodConfig]]
-    capabilities: ClassVar[Capabilities]
-    # `peft_type` of the Hugging Face PEFT file format, or None where the format has none.
-    hf_peft_type: ClassVar[str | None] = None
-    # Prefix of module-level keys in that format: HF PEFT's tuners sit one wrapper deeper
+    declaration: ClassVar[MethodDeclaration]
+    # Prefix of module-level keys in the Hugging Face PEFT format: its tuners sit one wrapper deeper
     # ("base_model.model.<path>") than its prompt-learning methods ("base_model.<path>").
     hf_module_prefix: ClassVar[str] = "base_model.model."
-    # Whether a file of `hf_peft_type` without a "peftlab" block loads as this method. A variant
-    # that writes another method's format (QLoRA writes LoRA files) says False and is found by
-    # the block its own files carry.
-    reads_plain_hf_files: ClassVar[bool] = True
+
+    @property
+    def name(self) -> str:
+        return self.declaration.name
+
+    @property
+    def config_class(self) -> type[MethodConfig]:
+        return self.declaration.config_class
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.declaration.capabilities
+
+    @property
+    def hf_peft_type(self) -> str | None:
+        return self.declaration.hf_peft_type
 
     def load_base(self, name_or_path: str, kind: str, num_labels: int | None, config: MethodConfig):
-        """Load the base model this method trains on: a `peftlab.models.LoadedModel` of `kind`
-        ("classification" | "causal-lm"; `num_labels` outputs for classification).
+        """Load the base model this method trains on, when it has a way of its own: a
+        `peftlab.models.LoadedModel` of `kind` ("classification" | "causal-lm"), or None for the
+        float model every other method trains on (`peftlab.models.load_base` then loads it).
 
-        Default: float weights (`peftlab.models.load_model`). A method whose `prepare_base` turns
-        the base into another form may load straight into it (QLoRA: NF4, so the float block
-        linears never sit in memory); its `prepare_base` must then leave such a base as it is.
+        A method whose `prepare_base` turns the base into another form may load straight into it
+        (QLoRA: NF4, so the float block linears never sit in memory); its `prepare_base` must then
+        leave such a base as it is.
         """
-        from peftlab.models import load_model  # core does not import the model loaders at load time
+        return None
 
-        return load_model(name_or_path, kind, num_labels=num_labels)
+    def resolve(self, model: nn.Module, config: MethodConfig) -> MethodConfig:
+        """`config` with what it leaves to the model filled in (default targets from the
+        architecture table), so the adapter, its file and a second adapter all name the modules
+        actually adapted. Default: the config as it is."""
+        return config
 
     def prepare_base(self, model: nn.Module, config: MethodConfig) -> None:
         """Change the frozen base model in place before `inject` (QLoRA quantizes its linears).
@@ -256,6 +209,11 @@ class Method(ABC):
         Default: nothing. A disabled adapter computes the *prepared* base, so tests build their
         reference by calling this on a copy of the base model.
         """
+
+    def target_paths(self, model: nn.Module, config: MethodConfig) -> list[str]:
+        """The module paths `inject` would adapt, decided without changing `model` (a pure query:
+        combinations check conflicts with it before anything is attached)."""
+        return []
 
     @abstractmethod
     def inject(self, model: nn.Module, name: str, config: MethodConfig) -> list[str]:
@@ -269,12 +227,14 @@ class Method(ABC):
         """
         return {}
 
+    def learning_rate_scales(self, peft_model: nn.Module, name: str, config: MethodConfig,
+                             params: dict[str, nn.Parameter]) -> dict[str, float]:
+        """Per tensor of `params` (adapter `name`'s, by optimizer key), its learning rate relative to
+        the run's where it is not 1 (LoRA+ trains B faster than A). Default: none."""
+        return {}
+
     def make_hook(self, model: nn.Module, name: str, config: MethodConfig) -> ModelHook | None:
         """The model-level hook of adapter `name`, for methods with `capabilities.model_hook`."""
-        return None
-
-    def default_targets(self, model: nn.Module) -> tuple[str, ...] | None:
-        """Target modules used when the config names none (per architecture), if the method has targets."""
         return None
 
     # --- adapter_config.json -------------------------------------------------------------------
@@ -284,10 +244,5 @@ class Method(ABC):
 
     def config_from_file(self, fields: dict[str, Any]) -> MethodConfig:
         """Inverse of `config_to_file`; unknown fields are ignored (files from other tools)."""
-        known = {f.name for f in dataclasses.fields(self.config_class)}
-        return self.config_class(**{k: v for k, v in fields.items() if k in known})
-
-
-def declares_base_loader(method: Method) -> bool:
-    """Whether `method` loads its base model its own way (overrides `Method.load_base`)."""
-    return type(method).load_base is not Method.load_base
+        known = {f for f in self.config_class.__dataclass_fields__}
+        return self.config_class.from_dict({k: v for k, v in fields.items() if k in known})

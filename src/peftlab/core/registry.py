@@ -1,67 +1,78 @@
-"""The registry of methods: one name, one `Method` class, one config class.
+"""The registry of methods: one name, one declaration (`core/declaration.py`).
 
-Methods register themselves with the `@register` decorator when `peftlab.methods` is imported;
-`get_method` imports it on first use so callers never depend on import order.
+The built-in methods are the declarations listed in `peftlab/methods/__init__.py` (one line each);
+`register` adds another. Looking a method up reads its declaration only, which is torch-free, so
+the estimator and the CLI's pure Python commands never import torch; `get_method` imports the
+implementation when a model is to be changed.
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Mapping
+from typing import Any
 
-from peftlab.core.protocol import Method, MethodConfig
+from peftlab.core.config import MethodConfig
+from peftlab.core.declaration import MethodDeclaration
 from peftlab.errors import ConfigError
+from peftlab.methods import DECLARATIONS
 
-_METHODS: dict[str, type[Method]] = {}
-
-
-def register(method_class: type[Method]) -> type[Method]:
-    """Class decorator: make `method_class` available under `method_class.name`."""
-    existing = _METHODS.get(method_class.name)
-    if existing is not None and existing is not method_class:
-        raise ValueError(f"method name {method_class.name!r} registered twice ({existing} and {method_class})")
-    _METHODS[method_class.name] = method_class
-    return method_class
+_DECLARATIONS: dict[str, MethodDeclaration] = {}
 
 
-def _load_builtin_methods() -> None:
-    importlib.import_module("peftlab.methods")
+def register(declaration: MethodDeclaration) -> MethodDeclaration:
+    """Make `declaration` available under its name (a name is registered once)."""
+    existing = _DECLARATIONS.get(declaration.name)
+    if existing is not None and existing is not declaration:
+        raise ValueError(f"method name {declaration.name!r} registered twice")
+    if "+" in declaration.name or ":" in declaration.name:
+        raise ValueError(f"method name {declaration.name!r} may not contain '+' or ':' (they join combinations)")
+    _DECLARATIONS[declaration.name] = declaration
+    return declaration
+
+
+for _declaration in DECLARATIONS:
+    register(_declaration)
 
 
 def method_names() -> list[str]:
-    _load_builtin_methods()
-    return list(_METHODS)
+    return list(_DECLARATIONS)
 
 
-def get_method(name: str) -> Method:
-    _load_builtin_methods()
-    if name not in _METHODS:
-        raise ConfigError(f"unknown method {name!r}: choose one of {', '.join(_METHODS)}")
-    return _METHODS[name]()
+def declarations() -> list[MethodDeclaration]:
+    return list(_DECLARATIONS.values())
 
 
-def method_for_config(config: MethodConfig) -> Method:
+def declaration(name: str) -> MethodDeclaration:
+    if name not in _DECLARATIONS:
+        raise ConfigError(f"unknown method {name!r}: choose one of {', '.join(_DECLARATIONS)}")
+    return _DECLARATIONS[name]
+
+
+def get_method(name: str):
+    """The implementation (`peftlab.core.protocol.Method`) of method `name`; imports torch."""
+    return declaration(name).load()()
+
+
+def method_for_config(config: MethodConfig):
     return get_method(config.method)
 
 
-def method_for_hf_peft_type(peft_type: str) -> Method:
-    """The method that reads Hugging Face PEFT files of `peft_type` (e.g. "LORA")."""
-    _load_builtin_methods()
-    for method_class in _METHODS.values():
-        if method_class.hf_peft_type == peft_type and method_class.reads_plain_hf_files:
-            return method_class()
-    readable = sorted({m.hf_peft_type for m in _METHODS.values() if m.hf_peft_type})
-    raise ConfigError(f"adapter files of peft_type {peft_type!r} are not supported: peftlab reads {', '.join(readable)}")
+def config_from_fields(name: str, fields: Mapping[str, Any] | None = None) -> MethodConfig:
+    """The validated config of single method `name` from plain `fields` (see `MethodConfig.from_dict`)."""
+    return declaration(name).config_class.from_dict(dict(fields or {}))
 
 
-def make_config(method: str, **fields) -> MethodConfig:
-    """Build the config of `method` from keyword fields (the CLI and compare use this).
-
-    "a+b" gives a `CombinationConfig` of the parts' configs: fields per part as `a={...}`, and
-    `lr_scales={"b": 300}` (see `core/combination.py`).
-    """
-    if "+" in method:
-        from peftlab.core.combination import combination_from_names  # it imports this module
-
-        return combination_from_names(method, **fields)
-    config_class = get_method(method).config_class
-    return config_class(**fields)
+def declaration_for_hf_file(fields: Mapping[str, Any]) -> MethodDeclaration:
+    """The declaration that reads a Hugging Face PEFT adapter_config.json without a "peftlab" block:
+    of those whose `peft_type` it has, the one matching most of its declared distinguishing fields."""
+    scored = [(d.matches_hf_file(fields), d) for d in _DECLARATIONS.values()]
+    scored = sorted(((score, d) for score, d in scored if score is not None), key=lambda item: -item[0])
+    if not scored:
+        readable = sorted({d.hf_peft_type for d in _DECLARATIONS.values() if d.hf_peft_type})
+        raise ConfigError(f"adapter files of peft_type {fields.get('peft_type')!r} are not supported: "
+                          f"peftlab reads {', '.join(readable)}")
+    if len(scored) > 1 and scored[0][0] == scored[1][0]:
+        raise ConfigError(f"this {fields.get('peft_type')} file fits both {scored[0][1].name} and "
+                          f"{scored[1][1].name} ({', '.join(sorted(scored[1][1].hf_file_fields))}): "
+                          "peftlab does not combine them in one adapter")
+    return scored[0][1]

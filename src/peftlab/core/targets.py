@@ -12,6 +12,12 @@ A target specification is one of:
 
 `exclude` takes the same forms; `layers` keeps only modules inside the listed block indices.
 Every name in a list must match something; otherwise the error lists what exists.
+
+Matching is a pure query over the model as the user sees it: an adapter layer stands where the
+module it wraps stood (under the same path), and the modules inside it (its `base_layer`, LoRA's
+`lora_A` / `lora_B`, head copies) are never targets, so a second adapter selects exactly the
+modules the first did. Only an exact full path reaches inside a wrapper (QLoRA quantizes a
+wrapped layer's `...base_layer` that way).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from peftlab.core.protocol import AdapterLayer
 from peftlab.errors import TargetError
 
 ALL_LINEAR = "all-linear"
@@ -31,6 +38,27 @@ CLASSIFIER_HEAD_NAMES = ("classifier", "score")
 _LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)(?:\.|$)")
 
 TargetSpec = str | Sequence[str]
+_WRAPPER_SEGMENT = ".base_layer"
+
+
+def file_path(path: str) -> str:
+    """A module path as the base model knows it (wrappers' ``base_layer`` hops removed)."""
+    return path.replace(_WRAPPER_SEGMENT, "")
+
+
+def innermost(module: nn.Module) -> nn.Module:
+    """The base module under any number of adapter wrappers."""
+    while isinstance(module, AdapterLayer):
+        module = module.base_layer
+    return module
+
+
+def visible_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Path -> module for every module except the model itself and those inside adapter layers."""
+    modules = dict(model.named_modules())
+    wrappers = [p for p, m in modules.items() if isinstance(m, AdapterLayer)]
+    return {p: m for p, m in modules.items()
+            if p and not any(p.startswith(w + ".") for w in wrappers)}
 
 
 def is_linear(module: nn.Module) -> bool:
@@ -110,36 +138,37 @@ def find_targets(
     `accepts` says which modules the method can wrap (default: linear layers); a named target
     it cannot wrap is an error that names the module's type.
     """
-    accept = accepts
     modules = dict(model.named_modules())
-    candidates = [p for p, m in modules.items() if p and accept(m)]
+    visible = visible_modules(model)
+    candidates = [p for p, m in visible.items() if accepts(m)]
 
     if isinstance(targets, str) and targets == ALL_LINEAR:
         heads = output_head_paths(model)
-        selected = [p for p in candidates if is_linear(modules[p])
+        selected = [p for p in candidates if is_linear(innermost(visible[p]))
                     and not any(p == h or p.startswith(h + ".") for h in heads)]
     elif isinstance(targets, str):
-        selected = [p for p, m in modules.items() if p and re.fullmatch(targets, p)]
+        selected = [p for p in visible if re.fullmatch(targets, p)]
     else:
         entries = list(targets)
         if not entries:
             raise TargetError(f"{method}: target_modules is empty; name modules or use 'all-linear'")
-        selected = [p for p, m in modules.items() if p and any(_matches(p, e) for e in entries)]
-        unmatched = [e for e in entries if not any(_matches(p, e) for p in modules if p)]
+        inside = [p for p in entries if p in modules and p not in visible]  # exact paths into a wrapper
+        selected = [p for p in modules if p in inside or (p in visible and any(_matches(p, e) for e in entries))]
+        unmatched = [e for e in entries if e not in inside and not any(_matches(p, e) for p in visible)]
         if unmatched:
             raise TargetError(
                 f"{method}: target module(s) {', '.join(map(repr, unmatched))} not found in "
                 f"{type(model).__name__}; candidates: {describe_candidates(candidates)}"
             )
 
-    wrong_type = [p for p in selected if not accept(modules[p])]
+    wrong_type = [p for p in selected if not accepts(modules[p])]
     if wrong_type and not isinstance(targets, str):
         kinds = sorted({type(modules[p]).__name__ for p in wrong_type})
         raise TargetError(
             f"{method} cannot wrap {', '.join(wrong_type[:3])} (type {', '.join(kinds)}); "
             f"candidates: {describe_candidates(candidates)}"
         )
-    selected = [p for p in selected if accept(modules[p])]
+    selected = [p for p in selected if accepts(modules[p])]
 
     if exclude is not None:
         selected = [p for p in selected if not named_by(p, exclude)]

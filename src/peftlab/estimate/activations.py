@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peftlab.estimate.methods import Method
-from peftlab.estimate.shapes import ModelShape
+from peftlab.core.footprint import Footprint
+from peftlab.core.shapes import ModelShape
 
 ATTENTION = ("eager", "sdpa")
 
@@ -118,7 +118,7 @@ def _size(item: Saved, dtype_bytes: dict[str, int], units: dict[str, int]) -> in
     return item.width * dtype_bytes[item.dtype] * units[item.per]
 
 
-def activation_bytes(shape: ModelShape, method: Method, *, batch_size: int, seq_len: int,
+def activation_bytes(shape: ModelShape, method: Footprint, *, batch_size: int, seq_len: int,
                      act_bytes: int, device: str = "cuda", attention: str = "eager",
                      gradient_checkpointing: bool = False,
                      num_labels: int | None = None) -> dict[str, int]:

@@ -1,7 +1,8 @@
 """`estimate()`: parameters, adapter file size and training memory for one model and method.
 
-Pure Python and instant: everything follows from the `ModelShape` (see `shapes.py`), the
-method's conventions (`methods.py`) and a memory model (`memory.py`).
+Pure Python and instant: everything follows from the `ModelShape` (`core/shapes.py`), the
+method's declared `Footprint` (its package's `config.py`, found through the registry) and a
+memory model (`memory.py`). A combination "a+b" is estimated as its parts together (`combined.py`).
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from peftlab.core.combination_config import CombinationConfig, make_config
+from peftlab.core.config import MethodConfig
+from peftlab.core.footprint import Footprint
+from peftlab.core.registry import declaration
+from peftlab.core.shapes import ModelShape
 from peftlab.errors import ConfigError
+from peftlab.estimate.combined import Combined
 from peftlab.estimate.memory import MEMORY_MODELS, Memory, detailed_memory, seed_memory
-from peftlab.estimate.methods import Method, make_method
 from peftlab.estimate.presets import model_shape
-from peftlab.estimate.shapes import ModelShape
 
 FILE_DTYPES = {"float32": 4, "bfloat16": 2}
 
@@ -72,7 +77,14 @@ class Estimate:
         return {**out, "percent": self.percent, "file_bytes": self.file_bytes}
 
 
-def _notes(shape: ModelShape, method: Method, settings: Settings) -> tuple[str, ...]:
+def footprint_of(config: MethodConfig | CombinationConfig) -> Footprint:
+    """The declared footprint of a method config (a combination: its parts together)."""
+    if isinstance(config, CombinationConfig):
+        return Combined(config, tuple(footprint_of(c.config) for c in config.components))
+    return declaration(config.method).footprint(config)
+
+
+def _notes(shape: ModelShape, method: Footprint, settings: Settings) -> tuple[str, ...]:
     notes = list(method.notes(shape))
     if shape.total_override is not None:
         notes.append(f"total parameters taken as {shape.total_override:,} (the seeds' model)")
@@ -82,9 +94,9 @@ def _notes(shape: ModelShape, method: Method, settings: Settings) -> tuple[str, 
     return tuple(notes)
 
 
-def estimate(model: str | Path | ModelShape, method: str | Method = "lora",
+def estimate(model: str | Path | ModelShape, method: str | MethodConfig | CombinationConfig = "lora",
              settings: Settings | None = None, **hyperparams) -> Estimate:
-    """Estimate `method` (name plus hyperparameters, or a config) on `model`.
+    """Estimate `method` (a registered name or "a+b" plus its config fields, or a config) on `model`.
 
     >>> estimate("seed-7b", "lora", r=16, target_modules=("q_proj", "k_proj", "v_proj",
     ...          "o_proj")).trainable_params
@@ -93,9 +105,10 @@ def estimate(model: str | Path | ModelShape, method: str | Method = "lora",
     settings = settings or Settings()
     shape = model_shape(model)
     if isinstance(method, str):
-        method = make_method(method, **hyperparams)
+        method = make_config(method, **hyperparams)
     elif hyperparams:
         raise ConfigError("pass hyperparameters either in the method config or as keywords")
+    method = footprint_of(method)
     labels = settings.num_labels
     breakdown = method.breakdown(shape, labels)
     if shape.head_params(labels):

@@ -11,7 +11,7 @@ trainable parameter:
     fp32         4       4                              4         4
     bf16-mixed   2       2 + 4 (fp32 master)            2         2
 
-QLoRA stores the frozen block linear weights in NF4 (`nf4.nf4_bytes`); embeddings, norms
+QLoRA stores the frozen block linear weights in NF4 (`peftlab.quant.layout.nf4_bytes`); embeddings, norms
 and the LM head stay at the frozen precision, as bitsandbytes leaves them.
 """
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from peftlab.errors import ConfigError
 from peftlab.estimate.activations import ATTENTION, activation_bytes
-from peftlab.estimate.methods import Method
-from peftlab.estimate.shapes import ModelShape
+from peftlab.core.footprint import Footprint
+from peftlab.core.shapes import ModelShape
 
 MEMORY_MODELS = ("seed", "detailed")
 DEVICES = ("cuda", "cpu")
@@ -69,7 +69,7 @@ def seed_memory(total_params: int, trainable_params: int, *, batch_size: int = 4
                   activations, {"B·T·d·2 bytes·4·L": activations})
 
 
-def detailed_memory(shape: ModelShape, method: Method, *, trainable: int, trained_base: int,
+def detailed_memory(shape: ModelShape, method: Footprint, *, trainable: int, trained_base: int,
                     num_labels: int | None, batch_size: int, seq_len: int,
                     precision: str = "bf16-mixed", attention: str = "eager",
                     gradient_checkpointing: bool = False, device: str = "cuda") -> Memory:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from peftlab.errors import PeftlabError
-from peftlab.estimate.shapes import ModelShape, shape_from_config
+from peftlab.core.shapes import ModelShape, shape_from_config
 
 PRESET_CONFIGS: dict[str, dict] = {
     "llama-3.2-1b": dict(model_type="llama", hidden_size=2048, num_hidden_layers=16,

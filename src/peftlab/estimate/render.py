@@ -11,7 +11,7 @@ import io
 import json
 
 from peftlab.estimate.api import Estimate
-from peftlab.estimate.methods import make_method
+from peftlab.core.registry import declaration
 from peftlab.estimate.seeds import (
     DISTILBERT_NOTE, SEED_000_MEMORY_NOTE, SEED_003_SCALING, format_params, format_percent,
     seed_000, seed_000_distilbert, seed_003,
@@ -22,13 +22,14 @@ GB = 1e9
 
 def _hyperparams(est: Estimate, changed_only: bool = False) -> str:
     """Compact "r=16 target_modules=q_proj,v_proj" text of the method's settings."""
-    defaults = make_method(est.method["method"]).to_dict() if changed_only else {}
+    name = est.method["method"]
+    defaults = declaration(name).config_class().to_dict() if changed_only and "+" not in name else {}
     parts = []
     for key, value in est.method.items():
         if key == "method" or value is None or defaults.get(key, object()) == value:
             continue
         if isinstance(value, (tuple, list)):
-            value = ",".join(value)
+            value = ",".join(map(str, value))
         parts.append(f"{key}={value}")
     return " ".join(parts)
 

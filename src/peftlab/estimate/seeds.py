@@ -46,7 +46,7 @@ SEED_000 = (
     SeedRow("LoRA (r=64)", "lora", {"r": 64, "target_modules": QKVO},
             {"params": "67.11M", "percent": "0.9587%", "weights": "14.0 GB",
              "optimizer": "0.5 GB", "total": "17.0 GB"}, "q, k, v, o: 4 × 2dr × L"),
-    SeedRow("Adapters", "adapters", {"bottleneck_size": 64, "bias": False},
+    SeedRow("Adapters", "adapters", {"bottleneck_size": 64, "use_bias": False},
             {"params": "33.55M", "percent": "0.4793%", "weights": "14.0 GB",
              "optimizer": "0.3 GB", "total": "16.6 GB"},
             "2 per layer × 2dm × L: the seed's formula has no adapter biases (peftlab's "

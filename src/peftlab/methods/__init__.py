@@ -1,3 +1,18 @@
-"""Built-in methods; importing this package registers each of them."""
+"""Built-in methods: one package each (a torch-free `config.py` declaration beside its modules),
+and one line here per method, in the order they are listed. The registry
+(`peftlab.core.registry`) reads `DECLARATIONS`; nothing else names a method.
+"""
 
-from peftlab.methods import adapters, full, ia3, lora, prefix, prompt, qlora  # noqa: F401  (registration on import)
+from importlib import import_module
+
+BUILTIN = (
+    "full",
+    "lora",
+    "qlora",
+    "ia3",
+    "adapters",
+    "prefix",
+    "prompt",
+)
+
+DECLARATIONS = tuple(import_module(f"{__name__}.{name}").DECLARATION for name in BUILTIN)

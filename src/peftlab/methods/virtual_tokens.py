@@ -24,20 +24,20 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from peftlab.core.protocol import AdapterLayer, Capabilities, Method, MethodConfig, ModelHook
+from peftlab.core.config import MethodConfig
+from peftlab.core.protocol import AdapterLayer, Method, ModelHook
 
 _CACHE_NAMES = ("cache", "past_key_values")
 
 
 class VirtualTokenMethod(Method):
-    """What prompt and prefix tuning declare alike: a model hook, no adapter layers, no merge.
+    """What prompt and prefix tuning do alike: a model hook, no adapter layers (their declarations
+    say so: no merge, a hook).
 
     Subclasses name their hook class in `hook_class`. Hugging Face PEFT saves a seq-cls head copy
     of its prompt-learning methods under ``base_model.<path>`` (one wrapper less than its tuners).
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        mergeable=False, exact_unmerge=False, identity_at_init=False, model_hook=True, supports_disable=True)
     hf_module_prefix: ClassVar[str] = "base_model."
     hook_class: ClassVar[type[ModelHook]]
 

@@ -16,6 +16,7 @@ from peftlab.models.architecture import (
     output_head_names,
     transformer_layers,
 )
+from peftlab.models.base import load_base
 from peftlab.models.loading import (
     KNOWN_MODELS,
     LoadedModel,
@@ -28,6 +29,6 @@ from peftlab.models.loading import (
 __all__ = [
     "LAYER_PATHS", "ArchitectureError", "head_dim", "hidden_size", "num_attention_heads",
     "num_kv_heads", "num_layers", "output_head_names", "transformer_layers",
-    "KNOWN_MODELS", "LoadedModel", "ModelNotFoundError", "cache_dir", "load_model",
+    "KNOWN_MODELS", "LoadedModel", "load_base", "ModelNotFoundError", "cache_dir", "load_model",
     "resolve_model_folder",
 ]

@@ -2,7 +2,7 @@
 
 Methods (prefix tuning needs per-layer key/value shapes, "all-linear" targeting must skip the
 output head, layer-index targeting needs the block list) ask these helpers instead of knowing
-model classes. Where the blocks live is data, one row per `model_type`, given relative to
+model classes. Where the blocks live is data (the architecture table), one row per `model_type`, given relative to
 `model.base_model` so the same row serves `BertModel`, `BertForSequenceClassification`, ...:
 
     bert        BertForSequenceClassification.bert  .encoder.layer   -> ModuleList of BertLayer
@@ -16,18 +16,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from peftlab.core.architectures import ARCHITECTURES
 from peftlab.errors import PeftlabError
 
-# model_type -> dotted path of the ModuleList of transformer blocks inside `model.base_model`.
-LAYER_PATHS = {
-    "bert": "encoder.layer",
-    "roberta": "encoder.layer",
-    "distilbert": "transformer.layer",
-    "gpt2": "h",
-    "llama": "layers",
-    "mistral": "layers",
-    "qwen2": "layers",
-}
+# model_type -> dotted path of the ModuleList of transformer blocks inside `model.base_model`
+# (the architecture table's `layers`, `core/architectures.py`).
+LAYER_PATHS = {model_type: row.layers for model_type, row in ARCHITECTURES.items()}
 
 
 class ArchitectureError(PeftlabError, ValueError):

@@ -1,31 +1,38 @@
 """NF4 quantization (QLoRA's 4-bit NormalFloat with double quantization) and a 4-bit linear layer.
 
 Pure functions over a serialisable ``NF4State``; ``Linear4bit`` is the frozen base layer that
-the ``qlora`` method wraps. See ``nf4.py`` for the storage format and ``codebook.py`` for the
-constants and their generators.
+the ``qlora`` method wraps. See ``nf4.py`` for the storage format, ``layout.py`` for its size
+(torch-free) and ``codebook.py`` for the constants and their generators.
+
+Names load on first use (PEP 562), so ``peftlab.quant.layout`` imports without torch.
 """
 
-from peftlab.quant.codebook import BLOCK_SIZES, DEFAULT_BLOCK_SIZE, NESTED_BLOCK_SIZE, NF4_CODE
-from peftlab.quant.linear4bit import Linear4bit
-from peftlab.quant.nf4 import (
-    NF4State,
-    absmax_float32,
-    dequantize_nf4,
-    nf4_bytes_per_param,
-    quantize_nf4,
-    validate_block_size,
-)
+from __future__ import annotations
 
-__all__ = [
-    "BLOCK_SIZES",
-    "DEFAULT_BLOCK_SIZE",
-    "NESTED_BLOCK_SIZE",
-    "NF4_CODE",
-    "Linear4bit",
-    "NF4State",
-    "absmax_float32",
-    "dequantize_nf4",
-    "nf4_bytes_per_param",
-    "quantize_nf4",
-    "validate_block_size",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BLOCK_SIZES": "peftlab.quant.layout",
+    "DEFAULT_BLOCK_SIZE": "peftlab.quant.layout",
+    "NESTED_BLOCK_SIZE": "peftlab.quant.layout",
+    "nf4_bytes": "peftlab.quant.layout",
+    "NF4_CODE": "peftlab.quant.codebook",
+    "Linear4bit": "peftlab.quant.linear4bit",
+    "NF4State": "peftlab.quant.nf4",
+    "absmax_float32": "peftlab.quant.nf4",
+    "dequantize_nf4": "peftlab.quant.nf4",
+    "nf4_bytes_per_param": "peftlab.quant.nf4",
+    "quantize_nf4": "peftlab.quant.nf4",
+    "validate_block_size": "peftlab.quant.nf4",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'peftlab.quant' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

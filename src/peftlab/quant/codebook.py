@@ -7,13 +7,16 @@
   parallelism in deep learning*) that double quantization uses for the absmax constants; it is
   generated, not stored, because 256 literals would be a second copy of the same construction;
   the bitsandbytes oracle test holds it bit-identical to the reference map.
-* Block sizes accepted by the blockwise quantizer, and the block size of the nested (double)
-  quantization.
+* Block sizes (accepted, default, nested) are in ``layout.py`` with the storage size formula.
 """
 
 from __future__ import annotations
 
 import torch
+
+# The block sizes belong to the storage layout (`layout.py`, torch-free, read by the estimator);
+# they are imported here for the quantizer's modules.
+from peftlab.quant.layout import BLOCK_SIZES, DEFAULT_BLOCK_SIZE, NESTED_BLOCK_SIZE  # noqa: F401
 
 # Sorted ascending: index 7 is the exact zero, index 15 is +1.0, index 0 is -1.0.
 NF4_CODE: tuple[float, ...] = (
@@ -40,10 +43,6 @@ NF4_ZERO_INDEX = 7
 # the extreme code is neither infinite nor clipped by a one-sided grid. The published table
 # was generated with this value rounded to 0.9677083, and probabilities spaced in float32.
 NF4_QUANTILE_OFFSET = 0.9677083
-
-BLOCK_SIZES: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048, 4096)
-DEFAULT_BLOCK_SIZE = 64
-NESTED_BLOCK_SIZE = 256  # double quantization: one float32 absmax per 256 first-level absmax
 
 
 def nf4_code_from_quantiles() -> torch.Tensor:

@@ -34,6 +34,7 @@ import torch
 from peftlab.quant.codebook import (
     BLOCK_SIZES, LOOKUP_BINS, NESTED_BLOCK_SIZE, NF4_CODE, dynamic_map, midpoints, rounding_lookup_table,
 )
+from peftlab.quant.layout import nf4_bytes
 
 _FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -138,12 +139,9 @@ class NF4State:
 
 
 def nf4_bytes_per_param(numel: int, block_size: int = 64, double_quant: bool = True) -> float:
-    """Analytic storage of ``NF4State.nbytes() / numel``; e.g. 0.5159 B (4.127 bits) at 64 + DQ."""
-    n_blocks = -(-numel // block_size)
-    packed = -(-numel // 2)
-    if not double_quant:
-        return (packed + 4 * n_blocks) / numel
-    return (packed + n_blocks + 4 * -(-n_blocks // NESTED_BLOCK_SIZE) + 4) / numel
+    """Analytic storage of ``NF4State.nbytes() / numel`` (`layout.nf4_bytes`, the format's one size
+    formula); e.g. 0.5159 B (4.127 bits) at 64 + DQ."""
+    return nf4_bytes(numel, block_size, double_quant) / numel
 
 
 def _blockwise_absmax_codes(flat: torch.Tensor, block_size: int, code: torch.Tensor):

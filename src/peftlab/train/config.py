@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from peftlab.core.protocol import check_choice, check_range
+from peftlab.core.config import check_choice, check_range
 from peftlab.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")

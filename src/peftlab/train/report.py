@@ -25,7 +25,7 @@ import torch
 import transformers
 
 from peftlab import __version__
-from peftlab.core.files import save_adapter
+from peftlab.core.adapter_io import save_adapter
 from peftlab.core.model import PeftModel
 from peftlab.data.tasks import Task
 from peftlab.errors import AdapterFileError

@@ -19,74 +19,20 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peftlab.core.protocol import (
-    AdapterLayer, Capabilities, Method, MethodConfig, check_choice, check_range,
+from peftlab.core.architectures import ARCHITECTURES
+from peftlab.core.protocol import AdapterLayer, Method
+from peftlab.core.targets import (
+    file_path, find_targets, is_linear, linear_features, module_device, replace_module,
 )
-from peftlab.core.registry import register
-from peftlab.core.targets import find_targets, is_linear, linear_features, module_device, replace_module
-from peftlab.core.model import file_path
 from peftlab.errors import MergeError
-
-# Targets when the config names none: the attention query and value projections (the LoRA paper's
-# choice and the seeds' "start with Q+V"), per Hugging Face model_type.
-DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
-    "bert": ("query", "value"),
-    "roberta": ("query", "value"),
-    "distilbert": ("q_lin", "v_lin"),
-    "gpt2": ("c_attn",),
-    "llama": ("q_proj", "v_proj"),
-    "mistral": ("q_proj", "v_proj"),
-    "qwen2": ("q_proj", "v_proj"),
-}
-
-
-@dataclass(frozen=True)
-class LoraConfig(MethodConfig):
-    """LoRA hyperparameters.
-
-    r: rank (1..4096). alpha: scale numerator (s = alpha / r, or alpha / sqrt(r) with use_rslora).
-    dropout: on the adapter's input, in [0, 1). target_modules / exclude_modules / layers: see
-    `peftlab.core.targets` (None = the architecture's query and value projections).
-    bias: "none" | "all" (every bias trains) | "lora_only" (biases of adapted layers train).
-    init: "kaiming" (A Kaiming-uniform) | "gaussian" (A ~ N(0, 1/r)); B is zero either way.
-    """
-
-    method: ClassVar[str] = "lora"
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: str | tuple[str, ...] | None = None
-    exclude_modules: str | tuple[str, ...] | None = None
-    layers: tuple[int, ...] | None = None
-    bias: str = "none"
-    use_rslora: bool = False
-    init: str = "kaiming"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for field in ("target_modules", "exclude_modules", "layers"):
-            value = getattr(self, field)
-            if isinstance(value, list):
-                object.__setattr__(self, field, tuple(value))
-        if not isinstance(self.r, int) or isinstance(self.r, bool):
-            check_range("r", float("nan"), 1, 4096)
-        check_range("r", self.r, 1, 4096)
-        check_range("alpha", self.alpha, 0, None, low_inclusive=False)
-        check_range("dropout", self.dropout, 0, 0.999)
-        check_choice("bias", self.bias, ("none", "all", "lora_only"))
-        check_choice("init", self.init, ("kaiming", "gaussian"))
-
-    @property
-    def scaling(self) -> float:
-        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+from peftlab.methods.lora.config import DECLARATION, DEFAULT_ROLES, LoraConfig
 
 
 class _LoraBase(AdapterLayer):
@@ -108,8 +54,9 @@ class _LoraBase(AdapterLayer):
         """(A, B) of adapter `name` in the B·A layout: A (r, in), B (out, r); for an embedding in = vocab."""
 
     @abstractmethod
-    def adapter_output(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """What adapter `name` adds to the base layer's output for input `x`."""
+    def adapter_output(self, name: str, x: torch.Tensor, base_output: torch.Tensor) -> torch.Tensor:
+        """What adapter `name` adds to the base layer's output `base_output` for input `x`
+        (LoRA's does not depend on it; a variant that rescales the base output reads it)."""
 
     def add_adapter_outputs(self, result: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """`result` (the base output) plus the unmerged active adapters' outputs.
@@ -118,12 +65,14 @@ class _LoraBase(AdapterLayer):
         only and added there (`index_add` along the batch dimension), so every row gets exactly
         what it would get alone with its adapters active.
         """
+        base_output = result
         if self.row_adapters is not None:
             for name, rows in self.row_groups(x.shape[0], x.device):
-                result = result.index_add(0, rows, self.adapter_output(name, x[rows]).to(result.dtype))
+                output = self.adapter_output(name, x[rows], base_output[rows])
+                result = result.index_add(0, rows, output.to(result.dtype))
             return result
         for name in self.unmerged_active():
-            result = result + self.adapter_output(name, x).to(result.dtype)
+            result = result + self.adapter_output(name, x, base_output).to(result.dtype)
         return result
 
     def _base_weight(self) -> torch.Tensor:
@@ -213,7 +162,7 @@ class LoraLinear(_LoraBase):
     def factors(self, name: str) -> tuple[nn.Parameter, nn.Parameter]:
         return self.lora_A[name].weight, self.lora_B[name].weight
 
-    def adapter_output(self, name: str, x: torch.Tensor) -> torch.Tensor:
+    def adapter_output(self, name: str, x: torch.Tensor, base_output: torch.Tensor) -> torch.Tensor:
         """s · B A dropout(x): (..., in) -> (..., out), in the adapter's float32."""
         lora_a, lora_b = self.lora_A[name].weight, self.lora_B[name].weight
         hidden = F.linear(self.lora_dropout[name](x).to(lora_a.dtype), lora_a)  # (..., r)
@@ -254,7 +203,7 @@ class LoraEmbedding(_LoraBase):
     def factors(self, name: str) -> tuple[nn.Parameter, nn.Parameter]:
         return self.lora_embedding_A[name], self.lora_embedding_B[name]
 
-    def adapter_output(self, name: str, ids: torch.Tensor) -> torch.Tensor:
+    def adapter_output(self, name: str, ids: torch.Tensor, base_output: torch.Tensor) -> torch.Tensor:
         """s · (Aᵀ[ids]) Bᵀ: (...) token ids -> (..., dim)."""
         embedding = self.base_layer
         after_a = F.embedding(ids, self.lora_embedding_A[name].T, embedding.padding_idx,
@@ -276,22 +225,10 @@ def lora_can_wrap(module: nn.Module) -> bool:
 
 
 def lora_default_targets(model: nn.Module) -> tuple[str, ...] | str:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    return DEFAULT_TARGETS.get(model_type, "all-linear")
-
-
-def inject_lora(model: nn.Module, name: str, config: LoraConfig, method: str = "lora") -> list[str]:
-    """Wrap every target module of `model` in a LoRA layer (or add `name` to an existing one)."""
-    targets = config.target_modules if config.target_modules is not None else lora_default_targets(model)
-    paths = find_targets(model, targets, accepts=lora_can_wrap, exclude=config.exclude_modules,
-                         layers=config.layers, method=method)
-    for path in paths:
-        module = model.get_submodule(path)
-        layer = module if isinstance(module, _LoraBase) else make_lora_layer(module)
-        if layer is not module:
-            replace_module(model, path, layer)
-        layer.add_adapter(name, config)
-    return paths
+    """The query and value projections' names from the architecture table; "all-linear" for a
+    model_type the table does not describe."""
+    row = ARCHITECTURES.get(getattr(getattr(model, "config", None), "model_type", None))
+    return "all-linear" if row is None else row.names(DEFAULT_ROLES)
 
 
 def lora_bias_parameters(peft_model: nn.Module, name: str, config: LoraConfig) -> dict[str, nn.Parameter]:
@@ -305,50 +242,73 @@ def lora_bias_parameters(peft_model: nn.Module, name: str, config: LoraConfig) -
     return {path: p for path, p in biases.items() if path.rpartition(".")[0] in adapted}
 
 
-@register
 class Lora(Method):
-    name = "lora"
-    config_class = LoraConfig
-    capabilities = Capabilities(mergeable=True, exact_unmerge=True, identity_at_init=True)
-    hf_peft_type = "LORA"
+    """Applies LoRA layers; a LoRA-family variant overrides `can_wrap` / `make_layer` to put its own
+    layer on the same targets."""
+
+    declaration = DECLARATION
+
+    def can_wrap(self, module: nn.Module) -> bool:
+        """Whether this method can adapt `module` (a layer it made itself takes further adapters)."""
+        return lora_can_wrap(module)
+
+    def make_layer(self, module: nn.Module) -> _LoraBase:
+        return make_lora_layer(module)
+
+    def resolve(self, model: nn.Module, config: LoraConfig) -> LoraConfig:
+        if config.target_modules is not None:
+            return config
+        return config.replace(target_modules=lora_default_targets(model))
+
+    def target_paths(self, model: nn.Module, config: LoraConfig) -> list[str]:
+        """The module paths `config` selects (a pure query; None targets mean the defaults)."""
+        targets = config.target_modules if config.target_modules is not None else lora_default_targets(model)
+        return find_targets(model, targets, accepts=self.can_wrap, exclude=config.exclude_modules,
+                            layers=config.layers, method=self.name)
 
     def inject(self, model: nn.Module, name: str, config: LoraConfig) -> list[str]:
-        return inject_lora(model, name, config, method=self.name)
+        """Wrap every target module of `model` in a LoRA layer (or add `name` to an existing one)."""
+        paths = self.target_paths(model, config)
+        for path in paths:
+            module = model.get_submodule(path)
+            layer = module if isinstance(module, _LoraBase) else self.make_layer(module)
+            if layer is not module:
+                replace_module(model, path, layer)
+            layer.add_adapter(name, config)
+        return paths
 
     def base_parameters_to_train(self, peft_model: nn.Module, name: str,
                                  config: LoraConfig) -> dict[str, nn.Parameter]:
         return lora_bias_parameters(peft_model, name, config)
 
-    def default_targets(self, model: nn.Module) -> tuple[str, ...] | str:
-        return lora_default_targets(model)
-
     def config_to_file(self, config: LoraConfig) -> dict[str, Any]:
-        targets = config.target_modules
+        def listed(value):
+            return list(value) if isinstance(value, tuple) else value
         return {
             "r": config.r,
             "lora_alpha": config.alpha,
             "lora_dropout": config.dropout,
-            "target_modules": list(targets) if isinstance(targets, tuple) else targets,
-            "exclude_modules": list(config.exclude_modules) if isinstance(config.exclude_modules, tuple)
-            else config.exclude_modules,
-            "layers_to_transform": list(config.layers) if config.layers is not None else None,
+            "target_modules": listed(config.target_modules),
+            "exclude_modules": listed(config.exclude_modules),
+            "layers_to_transform": listed(config.layers),
             "bias": config.bias,
             "use_rslora": config.use_rslora,
-            "init_lora_weights": True if config.init == "kaiming" else "gaussian",
+            "init_lora_weights": True if config.init == "kaiming" else config.init,
         }
 
     def config_from_file(self, fields: dict[str, Any]) -> LoraConfig:
-        targets = fields.get("target_modules")
-        return LoraConfig(
-            r=int(fields.get("r", 8)),
-            alpha=float(fields.get("lora_alpha", 8)),
-            dropout=float(fields.get("lora_dropout", 0.0)),
-            target_modules=tuple(targets) if isinstance(targets, list) else targets,
-            exclude_modules=tuple(fields["exclude_modules"]) if isinstance(fields.get("exclude_modules"), list)
-            else fields.get("exclude_modules"),
-            layers=tuple(fields["layers_to_transform"]) if isinstance(fields.get("layers_to_transform"), list)
-            else ((fields["layers_to_transform"],) if isinstance(fields.get("layers_to_transform"), int) else None),
-            bias=fields.get("bias", "none"),
-            use_rslora=bool(fields.get("use_rslora", False)),
-            init="gaussian" if fields.get("init_lora_weights") == "gaussian" else "kaiming",
-        )
+        layers = fields.get("layers_to_transform")
+        init = fields.get("init_lora_weights", True)
+        return self.config_class.from_dict({
+            "r": fields.get("r", 8),
+            "alpha": fields.get("lora_alpha", 8),
+            "dropout": fields.get("lora_dropout", 0.0),
+            "target_modules": fields.get("target_modules"),
+            "exclude_modules": fields.get("exclude_modules"),
+            "layers": (layers,) if isinstance(layers, int) and not isinstance(layers, bool) else layers,
+            "bias": fields.get("bias", "none"),
+            "use_rslora": fields.get("use_rslora", False),
+            # HF PEFT's True (and False, its "no-op start" for tests) is Kaiming-uniform A; a string
+            # names the init itself ("gaussian", "pissa", ...), which the config class validates.
+            "init": "kaiming" if isinstance(init, bool) else init,
+        })

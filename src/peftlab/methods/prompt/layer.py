@@ -28,56 +28,18 @@ tokenizer, live in the config (configs stay plain data): build it with `from_tex
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from peftlab.core.protocol import MethodConfig, ModelHook, check_choice, check_range
-from peftlab.core.registry import register
+from peftlab.core.architectures import ARCHITECTURES
+from peftlab.core.protocol import ModelHook
 from peftlab.errors import ConfigError
 from peftlab.methods import virtual_tokens as vt
+from peftlab.methods.prompt.config import DECLARATION, PromptTuningConfig
 
-INITS = ("random", "vocab", "text")
-POSITIONS = ("auto", "start", "after_first")
-# Encoders whose sequence representation is their first token ([CLS] / <s>).
-FIRST_TOKEN_POOLERS = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet", "deberta", "deberta-v2")
 _HF_INITS = {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}
-
-
-@dataclass(frozen=True)
-class PromptTuningConfig(MethodConfig):
-    """num_virtual_tokens: prompt length n. init: "random" | "vocab" | "text" (see the module doc).
-    init_text / init_token_ids: the text and its token ids for init="text" (use `from_text`).
-    position: "auto" (after the first token on first-token-pooling encoders, else first),
-    "start" (always first, as Hugging Face PEFT) or "after_first"."""
-
-    method: ClassVar[str] = "prompt"
-    num_virtual_tokens: int = 20
-    init: str = "random"
-    init_text: str | None = None
-    init_token_ids: tuple[int, ...] | None = None
-    position: str = "auto"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_range("num_virtual_tokens", self.num_virtual_tokens, 1, 4096)
-        check_choice("init", self.init, INITS)
-        check_choice("position", self.position, POSITIONS)
-        if self.init_token_ids is not None:
-            object.__setattr__(self, "init_token_ids", tuple(int(i) for i in self.init_token_ids))
-        if self.init == "text" and not self.init_token_ids:
-            raise ConfigError("init='text' needs init_token_ids: build the config with "
-                              "PromptTuningConfig.from_text(text, tokenizer)")
-
-    @classmethod
-    def from_text(cls, text: str, tokenizer: Any, **fields: Any) -> "PromptTuningConfig":
-        """A config initialised from `text`, tokenized (without special tokens) by `tokenizer`."""
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ConfigError(f"init_text {text!r} gives no tokens: give a non-empty text")
-        return cls(init="text", init_text=text, init_token_ids=tuple(ids), **fields)
 
 
 def initial_prompt(embedding: torch.Tensor, config: PromptTuningConfig) -> torch.Tensor:
@@ -103,8 +65,8 @@ class SoftPrompt(ModelHook):
         embedding = vt.input_embedding_weight(model)  # (V, d)
         position = config.position
         if position == "auto":
-            first_token = getattr(model.config, "model_type", None) in FIRST_TOKEN_POOLERS
-            position = "after_first" if first_token else "start"
+            row = ARCHITECTURES.get(getattr(model.config, "model_type", None))
+            position = "after_first" if row is not None and row.first_token_pooler else "start"
         self.position = position
         self.at = 1 if position == "after_first" else 0
         self.num_virtual_tokens = config.num_virtual_tokens
@@ -183,11 +145,8 @@ class SoftPrompt(ModelHook):
         return vt.without_placeholders(outputs, self.at, self.num_virtual_tokens)
 
 
-@register
 class PromptTuning(vt.VirtualTokenMethod):
-    name: ClassVar[str] = "prompt"
-    config_class: ClassVar[type[MethodConfig]] = PromptTuningConfig
-    hf_peft_type: ClassVar[str] = "PROMPT_TUNING"
+    declaration = DECLARATION
     hook_class: ClassVar[type[ModelHook]] = SoftPrompt
 
     def config_to_file(self, config: PromptTuningConfig) -> dict[str, Any]:
@@ -203,6 +162,7 @@ class PromptTuning(vt.VirtualTokenMethod):
         # A file holds the trained prompt: a text init whose ids were not recorded is only a record.
         if init == "text" and not token_ids:
             init = "random"
-        return PromptTuningConfig(num_virtual_tokens=fields["num_virtual_tokens"], init=init,
-                                  init_text=fields.get("prompt_tuning_init_text"), init_token_ids=token_ids,
-                                  position=fields.get("peftlab_position", "start"))
+        return PromptTuningConfig.from_dict({
+            "num_virtual_tokens": fields.get("num_virtual_tokens"), "init": init,
+            "init_text": fields.get("prompt_tuning_init_text"), "init_token_ids": token_ids,
+            "position": fields.get("peftlab_position", "start")})

@@ -28,34 +28,16 @@ which is what Hugging Face PEFT does too. `generate()` gets n placeholder ids in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from transformers import DynamicCache
 
-from peftlab.core.protocol import MethodConfig, ModelHook, check_range
-from peftlab.core.registry import register
+from peftlab.core.protocol import ModelHook
 from peftlab.methods import virtual_tokens as vt
+from peftlab.methods.prefix.config import DECLARATION, PrefixTuningConfig
 from peftlab.models import architecture
-
-
-@dataclass(frozen=True)
-class PrefixTuningConfig(MethodConfig):
-    """num_virtual_tokens: prefix length n. projection: train through the MLP reparameterisation.
-    encoder_hidden_size: the MLP's hidden width h (None: the model's hidden size)."""
-
-    method: ClassVar[str] = "prefix"
-    num_virtual_tokens: int = 20
-    projection: bool = False
-    encoder_hidden_size: int | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_range("num_virtual_tokens", self.num_virtual_tokens, 1, 4096)
-        if self.encoder_hidden_size is not None:
-            check_range("encoder_hidden_size", self.encoder_hidden_size, 1)
 
 
 class PrefixKeyValues(ModelHook):
@@ -161,11 +143,8 @@ class PrefixKeyValues(ModelHook):
         return vt.without_placeholders(outputs, 0, self.num_virtual_tokens) if self._inserted else outputs
 
 
-@register
 class PrefixTuning(vt.VirtualTokenMethod):
-    name: ClassVar[str] = "prefix"
-    config_class: ClassVar[type[MethodConfig]] = PrefixTuningConfig
-    hf_peft_type: ClassVar[str] = "PREFIX_TUNING"
+    declaration = DECLARATION
     hook_class: ClassVar[type[ModelHook]] = PrefixKeyValues
 
     def config_to_file(self, config: PrefixTuningConfig) -> dict[str, Any]:
@@ -173,6 +152,6 @@ class PrefixTuning(vt.VirtualTokenMethod):
                 "prefix_projection": config.projection, "encoder_hidden_size": config.encoder_hidden_size}
 
     def config_from_file(self, fields: dict[str, Any]) -> PrefixTuningConfig:
-        return PrefixTuningConfig(num_virtual_tokens=fields["num_virtual_tokens"],
-                                  projection=bool(fields.get("prefix_projection", False)),
-                                  encoder_hidden_size=fields.get("encoder_hidden_size"))
+        return PrefixTuningConfig.from_dict({"num_virtual_tokens": fields.get("num_virtual_tokens"),
+                                             "projection": fields.get("prefix_projection", False),
+                                             "encoder_hidden_size": fields.get("encoder_hidden_size")})

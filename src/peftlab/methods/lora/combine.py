@@ -1,4 +1,4 @@
-"""Weighted combination of LoRA adapters into a new LoRA adapter (`PeftModel.combine_loras`).
+"""Weighted combination of LoRA adapters into a new LoRA adapter: `peftlab.combine_loras(model, ...)`.
 
 Sources i have factors A_i (r_i × in), B_i (out × r_i), scalings s_i and weights w_i, so their
 changes are ΔW_i = s_i B_i A_i (for an embedding, in = vocab and the weight is ΔWᵀ). Per module:
@@ -28,11 +28,13 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from peftlab.core.model import PeftModel, file_path
+from peftlab.core.config import check_choice, check_range
+from peftlab.core.model import PeftModel
 from peftlab.core.modules_to_save import ModulesToSave
-from peftlab.core.protocol import check_choice, check_range
+from peftlab.core.targets import file_path
 from peftlab.errors import ConfigError
-from peftlab.methods.lora import LoraConfig, _LoraBase
+from peftlab.methods.lora.config import LoraConfig
+from peftlab.methods.lora.layer import _LoraBase
 
 MODES = ("linear", "cat", "svd")
 
@@ -92,9 +94,9 @@ def _new_rank(mode: str, ranks: dict[str, int], r: int | None) -> int:
     return rank
 
 
-def combine_loras(peft_model: PeftModel, sources: Mapping[str, float], name: str, *, mode: str = "linear",
+def combine_loras(peft_model: PeftModel, sources: Mapping[str, float], name: str, mode: str = "linear",
                   r: int | None = None) -> None:
-    """Add LoRA adapter `name` (inactive) combining `sources` {adapter: weight} by `mode`."""
+    """Add LoRA adapter `name` (inactive) to `peft_model` combining `sources` {adapter: weight} by `mode`."""
     check_choice("mode", mode, MODES)
     weights = {source: float(weight) for source, weight in dict(sources).items()}
     if not weights:

@@ -25,10 +25,12 @@ are scaled: the trainable vector has 2 · d entries. Hugging Face PEFT keeps one
 3 · d outputs (scaling q too), so the file holds that full-length form with ones on the q slice;
 loading refuses a file whose q slice is not all ones (peftlab cannot represent it).
 
-Default targets (per Hugging Face `model_type`), written to adapter_config.json as full-match
-regular expressions so Hugging Face PEFT selects exactly the same modules:
+Default targets: the roles k, v and down of the architecture table (`core/architectures.py`),
+written to adapter_config.json as full-match regular expressions of the model's own paths so
+Hugging Face PEFT selects exactly the same modules:
 
     bert / roberta   attention.self.key, attention.self.value, layer.N.output.dense (ffn)
+    distilbert       attention.k_lin, attention.v_lin, ffn.lin2 (ffn)
     gpt2             attn.c_attn (k and v slices), mlp.c_proj (ffn)
     llama / mistral / qwen2   self_attn.k_proj, self_attn.v_proj, mlp.down_proj (ffn)
 
@@ -39,72 +41,21 @@ output projection; ours scales the FFN only, for (d_k + d_v + d_ff) · L vectors
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peftlab.core.protocol import AdapterLayer, Capabilities, Method, MethodConfig
-from peftlab.core.registry import register
+from peftlab.core.architectures import ARCHITECTURES, model_architecture
+from peftlab.core.protocol import AdapterLayer, Method
 from peftlab.core.targets import named_by, find_targets, linear_features, module_device, replace_module
-from peftlab.errors import AdapterFileError, ConfigError, MergeError, TargetError
+from peftlab.errors import AdapterFileError, ConfigError, MergeError
+from peftlab.methods.ia3.config import DECLARATION, DEFAULT_ROLES, FEEDFORWARD_ROLES, IA3Config
 from peftlab.models.architecture import head_dim, num_kv_heads
 
-# model_type -> (attention key/value projections, FFN down projection), full-match regexes.
-_ATTENTION_KV = {
-    "bert": r".*\.attention\.self\.(key|value)",
-    "gpt2": r".*\.attn\.c_attn",
-    "llama": r".*\.self_attn\.(k_proj|v_proj)",
-}
-_FFN_DOWN = {
-    "bert": r".*\.layer\.\d+\.output\.dense",
-    "gpt2": r".*\.mlp\.c_proj",
-    "llama": r".*\.mlp\.down_proj",
-}
-# model_types whose modules the expressions above describe.
-_DEFAULT_MODEL_TYPES = ("bert", "roberta", "gpt2", "llama", "mistral", "qwen2")
-# One expression for every family: module paths never collide across them, and the adapter file
-# (which does not know the model) can name the defaults.
-DEFAULT_TARGETS = "|".join(f"(?:{p})" for p in (*_ATTENTION_KV.values(), *_FFN_DOWN.values()))
-DEFAULT_FEEDFORWARD = "|".join(f"(?:{p})" for p in _FFN_DOWN.values())
-# Fused q/k/v projections: model_type -> path regex. Their first out_features - 2·kv outputs (q)
-# are never scaled.
-_FUSED_QKV = {"gpt2": r".*\.attn\.c_attn"}
 # Below this magnitude a scale cannot be divided back out of a merged weight.
 _MIN_UNMERGE_SCALE = 1e-6
-
-
-def _spec(value):
-    return tuple(value) if isinstance(value, list) else value
-
-
-@dataclass(frozen=True)
-class IA3Config(MethodConfig):
-    """IA³ targets (Hugging Face PEFT's IA3Config field names).
-
-    target_modules: modules that get a vector (list of names / `.suffix` / `re:` entries, or one
-        full-match regex); None = the architecture's keys, values and FFN down projection.
-    feedforward_modules: those of the targets whose INPUT is scaled (the others: their output);
-        None = the FFN down projections. As a list it must be a subset of a list target_modules.
-    exclude_modules: modules never adapted, same forms as target_modules.
-    """
-
-    method: ClassVar[str] = "ia3"
-    target_modules: str | tuple[str, ...] | None = None
-    feedforward_modules: str | tuple[str, ...] | None = None
-    exclude_modules: str | tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for field in ("target_modules", "feedforward_modules", "exclude_modules"):
-            object.__setattr__(self, field, _spec(getattr(self, field)))
-        targets, feedforward = self.target_modules, self.feedforward_modules
-        if isinstance(targets, tuple) and isinstance(feedforward, tuple) and not set(feedforward) <= set(targets):
-            raise ConfigError(f"feedforward_modules={list(feedforward)} must be a subset of "
-                              f"target_modules={list(targets)}: add {sorted(set(feedforward) - set(targets))} "
-                              "to target_modules")
 
 
 class IA3Layer(AdapterLayer):
@@ -221,39 +172,36 @@ def ia3_can_wrap(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, Conv1D, IA3Layer))
 
 
-def _model_type(model: nn.Module) -> str | None:
-    return getattr(getattr(model, "config", None), "model_type", None)
-
-
 def _fixed_outputs(model: nn.Module, path: str, module: nn.Module, scales_input: bool) -> int:
     """How many leading outputs of `module` stay unscaled: the q slice of a fused q/k/v layer."""
-    fused = _FUSED_QKV.get(_model_type(model))
-    if scales_input or fused is None or re.fullmatch(fused, path) is None:
+    row = ARCHITECTURES.get(getattr(model.config, "model_type", None))
+    if scales_input or row is None:
         return 0
-    return linear_features(module)[1] - 2 * num_kv_heads(model) * head_dim(model)
+    fused = re.fullmatch(row.pattern(("q",)), path) and re.fullmatch(row.pattern(("k",)), path)
+    return linear_features(module)[1] - 2 * num_kv_heads(model) * head_dim(model) if fused else 0
 
 
-def ia3_default_targets(model: nn.Module) -> str:
-    model_type = _model_type(model)
-    if model_type not in _DEFAULT_MODEL_TYPES:
-        raise TargetError(f"IA³ has no default targets for model_type {model_type!r} (known: "
-                          f"{', '.join(_DEFAULT_MODEL_TYPES)}): set target_modules and feedforward_modules")
-    return DEFAULT_TARGETS
-
-
-@register
 class IA3(Method):
-    name = "ia3"
-    config_class = IA3Config
-    # Unmerging divides by the vectors, exact only to rounding (and impossible for a zero scale).
-    capabilities = Capabilities(mergeable=True, exact_unmerge=False, identity_at_init=True)
-    hf_peft_type = "IA3"
+    declaration = DECLARATION
+
+    def resolve(self, model: nn.Module, config: IA3Config) -> IA3Config:
+        """The architecture's keys, values and FFN down projection (as regexes of its paths) where
+        the config names no targets, and its down projections as the input-scaled ones."""
+        if config.target_modules is not None and config.feedforward_modules is not None:
+            return config
+        row = model_architecture(model, purpose="IA³ (set target_modules and feedforward_modules)")
+        return config.replace(
+            target_modules=row.pattern(DEFAULT_ROLES) if config.target_modules is None else config.target_modules,
+            feedforward_modules=row.pattern(FEEDFORWARD_ROLES) if config.feedforward_modules is None
+            else config.feedforward_modules)
+
+    def target_paths(self, model: nn.Module, config: IA3Config) -> list[str]:
+        return find_targets(model, config.target_modules, accepts=ia3_can_wrap, exclude=config.exclude_modules,
+                            method=self.name)
 
     def inject(self, model: nn.Module, name: str, config: IA3Config) -> list[str]:
-        targets = config.target_modules if config.target_modules is not None else ia3_default_targets(model)
-        feedforward = config.feedforward_modules if config.feedforward_modules is not None else DEFAULT_FEEDFORWARD
-        paths = find_targets(model, targets, accepts=ia3_can_wrap, exclude=config.exclude_modules, method=self.name)
-        plan = [(path, model.get_submodule(path), named_by(path, feedforward)) for path in paths]
+        paths = self.target_paths(model, config)
+        plan = [(path, model.get_submodule(path), named_by(path, config.feedforward_modules)) for path in paths]
         for path, module, scales_input in plan:  # check all before changing any
             if isinstance(module, IA3Layer) and module.scales_input != scales_input:
                 raise ConfigError(f"{path} already scales its {'input' if module.scales_input else 'output'} "
@@ -268,24 +216,14 @@ class IA3(Method):
             layer.add_adapter(name, config)
         return paths
 
-    def default_targets(self, model: nn.Module) -> str:
-        return ia3_default_targets(model)
-
     def config_to_file(self, config: IA3Config) -> dict[str, Any]:
         def listed(value):
             return list(value) if isinstance(value, tuple) else value
-        return {
-            "target_modules": DEFAULT_TARGETS if config.target_modules is None else listed(config.target_modules),
-            "feedforward_modules": DEFAULT_FEEDFORWARD if config.feedforward_modules is None
-            else listed(config.feedforward_modules),
-            "exclude_modules": listed(config.exclude_modules),
-            "init_ia3_weights": True,
-        }
+        return {"target_modules": listed(config.target_modules),
+                "feedforward_modules": listed(config.feedforward_modules),
+                "exclude_modules": listed(config.exclude_modules),
+                "init_ia3_weights": True}
 
     def config_from_file(self, fields: dict[str, Any]) -> IA3Config:
-        targets, feedforward = fields.get("target_modules"), fields.get("feedforward_modules")
-        return IA3Config(
-            target_modules=None if targets == DEFAULT_TARGETS else _spec(targets),
-            feedforward_modules=None if feedforward == DEFAULT_FEEDFORWARD else _spec(feedforward),
-            exclude_modules=_spec(fields.get("exclude_modules")),
-        )
+        return IA3Config.from_dict({key: fields.get(key) for key in
+                                    ("target_modules", "feedforward_modules", "exclude_modules")})

@@ -18,9 +18,10 @@ Kaiming-uniform start. m is `bottleneck_size`, or d // `reduction_factor`. Place
     houlsby    after the attention output projection and after the FFN, 2 adapters per block
     pfeiffer   after the FFN only, 1 adapter per block
 
-so Houlsby trains 2 · (2·d·m + d + m) · L parameters. The output projections per architecture:
+so Houlsby trains 2 · (2·d·m + d + m) · L parameters (2·2·d·m · L with `use_bias=False`). The
+output projections are the roles o and down of the architecture table (`core/architectures.py`):
 BERT `attention.output.dense` / `layer.N.output.dense`, GPT-2 `attn.c_proj` / `mlp.c_proj`,
-LLaMA `self_attn.o_proj` / `mlp.down_proj`. The projection does not see the sublayer's input that
+LLaMA `self_attn.o_proj` / `mlp.down_proj`, DistilBERT `attention.out_lin` / `ffn.lin2`. The projection does not see the sublayer's input that
 the parallel variant reads, so a forward pre-hook on the projection's parent (the sublayer
 module, or BERT's BertSelfOutput / BertOutput which receive the residual input) hands it over;
 the projection consumes it in the same forward pass.
@@ -33,84 +34,20 @@ tensor keys ``<projection>.adapter_down.weight`` / ``.bias`` and ``adapter_up.we
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+import re
+from typing import Any
 
 import torch
 from torch import nn
 
-from peftlab.core.protocol import AdapterLayer, Capabilities, Method, MethodConfig, check_choice, check_range
-from peftlab.core.registry import register
+from peftlab.core.architectures import model_architecture
+from peftlab.core.protocol import AdapterLayer, Method
 from peftlab.core.targets import find_targets, is_linear, linear_features, module_device, replace_module
-from peftlab.errors import ConfigError, MergeError, PeftlabError, TargetError
+from peftlab.errors import MergeError, PeftlabError
+from peftlab.methods.adapters.config import DECLARATION, PLACEMENTS, AdapterConfig
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "tanh": nn.Tanh,
                "sigmoid": nn.Sigmoid, "identity": nn.Identity}
-PLACEMENTS = {"houlsby": ("attention", "ffn"), "pfeiffer": ("ffn",)}
-DEFAULT_BOTTLENECK = 64
-
-
-@dataclass(frozen=True)
-class _Sites:
-    """Where adapters go in one architecture family."""
-
-    attention: str  # full-match regex of the attention output projection
-    ffn: str  # full-match regex of the FFN output (down) projection
-    sublayer_input: tuple[str, int]  # the projection's parent's argument holding the sublayer input
-
-
-_BERT = _Sites(r".*\.attention\.output\.dense", r".*\.layer\.\d+\.output\.dense", ("input_tensor", 1))
-_GPT2 = _Sites(r".*\.attn\.c_proj", r".*\.mlp\.c_proj", ("hidden_states", 0))
-_LLAMA = _Sites(r".*\.self_attn\.o_proj", r".*\.mlp\.down_proj", ("hidden_states", 0))
-SITES = {"bert": _BERT, "roberta": _BERT, "gpt2": _GPT2, "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA}
-
-
-@dataclass(frozen=True)
-class AdapterConfig(MethodConfig):
-    """Bottleneck adapter hyperparameters.
-
-    bottleneck_size: m (1..65536); or reduction_factor: m = d // reduction_factor (> 0); give at
-        most one (neither: m = 64).
-    activation: σ, one of relu, gelu, silu (= swish), tanh, sigmoid, identity.
-    placement: "houlsby" (after attention and FFN) | "pfeiffer" (after FFN).
-    parallel: the adapter reads the sublayer's input instead of its output.
-    scaling: s, the factor on the adapter's output (> 0).
-    """
-
-    method: ClassVar[str] = "adapters"
-    bottleneck_size: int | None = None
-    reduction_factor: float | None = None
-    activation: str = "relu"
-    placement: str = "houlsby"
-    parallel: bool = False
-    scaling: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.bottleneck_size is not None and self.reduction_factor is not None:
-            raise ConfigError(f"bottleneck_size={self.bottleneck_size} and reduction_factor={self.reduction_factor} "
-                              "are both set: give one of them")
-        if self.bottleneck_size is not None:
-            if not isinstance(self.bottleneck_size, int) or isinstance(self.bottleneck_size, bool):
-                raise ConfigError(f"bottleneck_size={self.bottleneck_size!r} must be an integer in [1, 65536]")
-            check_range("bottleneck_size", self.bottleneck_size, 1, 65536)
-        if self.reduction_factor is not None:
-            check_range("reduction_factor", self.reduction_factor, 0, None, low_inclusive=False)
-        check_choice("activation", self.activation, tuple(ACTIVATIONS))
-        check_choice("placement", self.placement, tuple(PLACEMENTS))
-        check_range("scaling", self.scaling, 0, None, low_inclusive=False)
-
-    def bottleneck(self, hidden: int) -> int:
-        """m for a model of width `hidden`."""
-        if self.bottleneck_size is not None:
-            return self.bottleneck_size
-        if self.reduction_factor is None:
-            return DEFAULT_BOTTLENECK
-        size = int(hidden // self.reduction_factor)
-        if size < 1:
-            raise ConfigError(f"reduction_factor={self.reduction_factor} leaves no bottleneck for width {hidden}: "
-                              f"use a factor <= {hidden}")
-        return size
 
 
 class BottleneckLayer(AdapterLayer):
@@ -130,11 +67,12 @@ class BottleneckLayer(AdapterLayer):
 
     def create_adapter(self, name: str, config: AdapterConfig) -> None:
         d, m = self.out_features, config.bottleneck(self.out_features)
-        factory = {"device": module_device(self.base_layer), "dtype": torch.float32}
+        factory = {"device": module_device(self.base_layer), "dtype": torch.float32, "bias": config.use_bias}
         self.adapter_down[name] = nn.Linear(d, m, **factory)
         up = nn.Linear(m, d, **factory)
         nn.init.zeros_(up.weight)
-        nn.init.zeros_(up.bias)
+        if up.bias is not None:
+            nn.init.zeros_(up.bias)
         self.adapter_up[name] = up
         self.activation[name] = ACTIVATIONS[config.activation]()
         self.scaling[name] = config.scaling
@@ -142,8 +80,9 @@ class BottleneckLayer(AdapterLayer):
 
     def adapter_params(self, name: str) -> dict[str, nn.Parameter]:
         down, up = self.adapter_down[name], self.adapter_up[name]
-        return {"adapter_down.weight": down.weight, "adapter_down.bias": down.bias,
-                "adapter_up.weight": up.weight, "adapter_up.bias": up.bias}
+        params = {"adapter_down.weight": down.weight, "adapter_down.bias": down.bias,
+                  "adapter_up.weight": up.weight, "adapter_up.bias": up.bias}
+        return {key: param for key, param in params.items() if param is not None}
 
     def remove_adapter_tensors(self, name: str) -> None:
         for container in (self.adapter_down, self.adapter_up, self.activation):
@@ -191,26 +130,18 @@ def _output_width(module: nn.Module) -> int:
     return module.out_features if isinstance(module, BottleneckLayer) else linear_features(module)[1]
 
 
-def adapter_sites(model: nn.Module) -> _Sites:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in SITES:
-        raise TargetError(f"bottleneck adapters do not know where the sublayers of model_type {model_type!r} end "
-                          f"(known: {', '.join(SITES)})")
-    return SITES[model_type]
-
-
-@register
 class BottleneckAdapters(Method):
-    name = "adapters"
-    config_class = AdapterConfig
-    capabilities = Capabilities(mergeable=False, exact_unmerge=False, identity_at_init=True)
-    hf_peft_type = None
+    declaration = DECLARATION
+
+    def target_paths(self, model: nn.Module, config: AdapterConfig) -> list[str]:
+        """The output projections of the sublayers `config.placement` names (architecture table roles)."""
+        row = model_architecture(model, purpose="bottleneck adapters")
+        return find_targets(model, row.pattern(PLACEMENTS[config.placement]), method=self.name,
+                            accepts=lambda m: is_linear(m) or isinstance(m, BottleneckLayer))
 
     def inject(self, model: nn.Module, name: str, config: AdapterConfig) -> list[str]:
-        sites = adapter_sites(model)
-        pattern = "|".join(f"(?:{getattr(sites, site)})" for site in PLACEMENTS[config.placement])
-        paths = find_targets(model, pattern, method=self.name,
-                             accepts=lambda m: is_linear(m) or isinstance(m, BottleneckLayer))
+        row = model_architecture(model, purpose="bottleneck adapters")
+        paths = self.target_paths(model, config)
         for path in paths:  # a bad reduction factor fails before any module is wrapped
             config.bottleneck(_output_width(model.get_submodule(path)))
         for path in paths:
@@ -221,9 +152,6 @@ class BottleneckAdapters(Method):
             layer.add_adapter(name, config)
             if config.parallel:
                 parent = model.get_submodule(path.rpartition(".")[0])
-                layer.read_sublayer_input(parent, sites.sublayer_input)
+                site = next(role for role in PLACEMENTS[config.placement] if re.fullmatch(row.pattern((role,)), path))
+                layer.read_sublayer_input(parent, row.sublayer_inputs[site])
         return paths
-
-    def default_targets(self, model: nn.Module) -> str:
-        sites = adapter_sites(model)
-        return f"(?:{sites.attention})|(?:{sites.ffn})"

@@ -28,58 +28,26 @@ peftlab reloads them as QLoRA; a plain LoRA file still loads as ``lora``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peftlab.core.model import file_path
-from peftlab.core.protocol import AdapterLayer, Capabilities, Method, check_choice
-from peftlab.core.registry import register
-from peftlab.core.targets import find_targets, replace_module
-from peftlab.errors import ConfigError
-from peftlab.methods.lora import Lora, LoraConfig, inject_lora, lora_bias_parameters, lora_default_targets
-from peftlab.quant import BLOCK_SIZES, Linear4bit
+from peftlab.core.protocol import AdapterLayer
+from peftlab.core.targets import file_path, find_targets, replace_module
+from peftlab.methods.lora.layer import Lora
+from peftlab.methods.qlora.config import DECLARATION, QLoraConfig
+from peftlab.quant.linear4bit import Linear4bit
 from peftlab.quant.loading import dequantize_model, load_model_4bit, quantize_model
 
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-@dataclass(frozen=True)
-class QLoraConfig(LoraConfig):
-    """LoRA's fields (see `LoraConfig`) plus how the frozen base is quantized.
+class QLora(Lora):
+    """LoRA's targets, layers, files and bias handling over a base whose block linears are NF4."""
 
-    block_size: NF4 block size, a power of two in 32..4096 (64 as in the paper).
-    double_quant: quantize the block scales to 8 bits as well (~0.127 bits/param instead of 0.5).
-    compute_dtype: "float32" | "bfloat16", the precision of the 4-bit layers' matmuls.
-    quantize_modules: the frozen linears to quantize (`peftlab.core.targets` syntax); None =
-        every linear layer in the transformer blocks. Embeddings and output heads stay float.
-        Layers already quantized (a second QLoRA adapter) keep their quantization.
-    """
-
-    method: ClassVar[str] = "qlora"
-    block_size: int = 64
-    double_quant: bool = True
-    compute_dtype: str = "float32"
-    quantize_modules: str | tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if isinstance(self.quantize_modules, list):
-            object.__setattr__(self, "quantize_modules", tuple(self.quantize_modules))
-        check_choice("block_size", self.block_size, BLOCK_SIZES)
-        check_choice("double_quant", self.double_quant, (True, False))
-        check_choice("compute_dtype", self.compute_dtype, tuple(COMPUTE_DTYPES))
-
-
-@register
-class QLora(Method):
-    name = "qlora"
-    config_class = QLoraConfig
-    capabilities = Capabilities(mergeable=True, exact_unmerge=True, identity_at_init=False)
-    hf_peft_type = "LORA"
-    reads_plain_hf_files = False  # a plain LoRA file is a `lora` adapter; ours carry a peftlab block
+    declaration = DECLARATION
 
     def load_base(self, name_or_path: str, kind: str, num_labels: int | None, config: QLoraConfig):
         """The base read straight into NF4 with `config`'s quantization (`load_model_4bit`): equal,
@@ -102,29 +70,14 @@ class QLora(Method):
         quantize_model(model, float_paths, block_size=config.block_size,
                        double_quant=config.double_quant, compute_dtype=COMPUTE_DTYPES[config.compute_dtype])
 
-    def inject(self, model: nn.Module, name: str, config: QLoraConfig) -> list[str]:
-        return inject_lora(model, name, config, method=self.name)
-
-    def base_parameters_to_train(self, peft_model: nn.Module, name: str,
-                                 config: QLoraConfig) -> dict[str, nn.Parameter]:
-        return lora_bias_parameters(peft_model, name, config)
-
-    def default_targets(self, model: nn.Module) -> tuple[str, ...] | str:
-        return lora_default_targets(model)
-
-    def config_to_file(self, config: QLoraConfig) -> dict[str, Any]:
-        return Lora().config_to_file(config)
-
     def config_from_file(self, fields: dict[str, Any]) -> QLoraConfig:
-        lora = Lora().config_from_file(fields)
+        """LoRA's fields, plus the quantization from the file's "peftlab" block."""
+        config = super().config_from_file(fields)
         saved = (fields.get("peftlab") or {}).get("config") or {}
-        quant = {key: saved[key] for key in ("block_size", "double_quant", "compute_dtype", "quantize_modules")
-                 if key in saved}
-        lora_fields = {key: value for key, value in lora.to_dict().items() if key != "method"}
-        try:
-            return QLoraConfig(**lora_fields, **quant)
-        except TypeError as error:
-            raise ConfigError(f"the peftlab block of this QLoRA adapter is malformed ({error})") from None
+        return config.replace(**{key: saved[key] for key in _QUANTIZATION if key in saved})
+
+
+_QUANTIZATION = ("block_size", "double_quant", "compute_dtype", "quantize_modules")
 
 
 def _float_layers(model: nn.Module, modules: str | tuple[str, ...]) -> list[str]:

@@ -1,0 +1,5 @@
+"""Prefix tuning: `config.py` declares it (torch-free), `layer.py` holds the key/value hook."""
+
+from peftlab.methods.prefix.config import DECLARATION, PrefixTuningConfig
+
+__all__ = ["DECLARATION", "PrefixTuningConfig"]
