@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import peftlab
 from peftlab.methods.adapters import AdapterConfig
+from peftlab.methods.dora import DoraConfig
 from peftlab.methods.full import FullConfig
 from peftlab.methods.ia3 import IA3Config
 from peftlab.methods.lora import LoraConfig
@@ -38,6 +39,8 @@ METHOD_CONFIGS = {
     "prefix": lambda arch, task: PrefixTuningConfig(num_virtual_tokens=3, projection=arch == "llama"),
     # LoRA's targets on a base whose block linears are NF4 (the embedding stays float).
     "qlora": lambda arch, task: QLoraConfig(r=4, alpha=8, target_modules=_LORA_TARGETS[arch], block_size=32),
+    # DoRA wraps float linears: LoRA's targets without the embedding.
+    "dora": lambda arch, task: DoraConfig(r=4, alpha=8, target_modules=_LORA_TARGETS[arch][:-1]),
 }
 
 

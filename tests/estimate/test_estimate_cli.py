@@ -33,7 +33,7 @@ def test_csv_output_parses():
     assert result.exit_code == 0, result.output
     first = result.stdout.split("\n# ")[0].split("\n", 1)[1]
     rows = list(csv.DictReader(io.StringIO(first)))
-    assert [r["method"] for r in rows] == ["full", "lora", "qlora", "ia3", "adapters",
+    assert [r["method"] for r in rows] == ["full", "lora", "qlora", "dora", "ia3", "adapters",
                                           "prefix", "prompt"]
     assert int(rows[1]["trainable"]) == 12 * 2 * 8 * (768 + 768) + 768 * 2 + 2
 

@@ -9,6 +9,7 @@ BUILTIN = (
     "full",
     "lora",
     "qlora",
+    "dora",
     "ia3",
     "adapters",
     "prefix",
