@@ -12,6 +12,7 @@ from peftlab.methods.dora import DoraConfig
 from peftlab.methods.full import FullConfig
 from peftlab.methods.ia3 import IA3Config
 from peftlab.methods.lora import LoraConfig
+from peftlab.methods.loraplus import LoraPlusConfig
 from peftlab.methods.prefix import PrefixTuningConfig
 from peftlab.methods.prompt import PromptTuningConfig
 from peftlab.methods.qlora import QLoraConfig
@@ -41,6 +42,7 @@ METHOD_CONFIGS = {
     "qlora": lambda arch, task: QLoraConfig(r=4, alpha=8, target_modules=_LORA_TARGETS[arch], block_size=32),
     # DoRA wraps float linears: LoRA's targets without the embedding.
     "dora": lambda arch, task: DoraConfig(r=4, alpha=8, target_modules=_LORA_TARGETS[arch][:-1]),
+    "loraplus": lambda arch, task: LoraPlusConfig(r=4, alpha=8, target_modules=_LORA_TARGETS[arch], lr_ratio=8.0),
 }
 
 

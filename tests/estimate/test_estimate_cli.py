@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from peftlab.cli.main import app
+from peftlab.core.registry import method_names
 
 runner = CliRunner()
 
@@ -33,8 +34,7 @@ def test_csv_output_parses():
     assert result.exit_code == 0, result.output
     first = result.stdout.split("\n# ")[0].split("\n", 1)[1]
     rows = list(csv.DictReader(io.StringIO(first)))
-    assert [r["method"] for r in rows] == ["full", "lora", "qlora", "dora", "ia3", "adapters",
-                                          "prefix", "prompt"]
+    assert [r["method"] for r in rows] == method_names()
     assert int(rows[1]["trainable"]) == 12 * 2 * 8 * (768 + 768) + 768 * 2 + 2
 
 

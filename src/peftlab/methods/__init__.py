@@ -10,6 +10,7 @@ BUILTIN = (
     "lora",
     "qlora",
     "dora",
+    "loraplus",
     "ia3",
     "adapters",
     "prefix",
