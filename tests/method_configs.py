@@ -13,6 +13,8 @@ from peftlab.methods.full import FullConfig
 from peftlab.methods.ia3 import IA3Config
 from peftlab.methods.lora import LoraConfig
 from peftlab.methods.loraplus import LoraPlusConfig
+from peftlab.methods.olora import OloraConfig
+from peftlab.methods.pissa import PissaConfig
 from peftlab.methods.prefix import PrefixTuningConfig
 from peftlab.methods.prompt import PromptTuningConfig
 from peftlab.methods.qlora import QLoraConfig
@@ -43,6 +45,9 @@ METHOD_CONFIGS = {
     # DoRA wraps float linears: LoRA's targets without the embedding.
     "dora": lambda arch, task: DoraConfig(r=4, alpha=8, target_modules=_LORA_TARGETS[arch][:-1]),
     "loraplus": lambda arch, task: LoraPlusConfig(r=4, alpha=8, target_modules=_LORA_TARGETS[arch], lr_ratio=8.0),
+    # Starts taken from W need its float weight: LoRA's targets without the embedding.
+    "pissa": lambda arch, task: PissaConfig(r=4, alpha=8, target_modules=_LORA_TARGETS[arch][:-1]),
+    "olora": lambda arch, task: OloraConfig(r=4, alpha=8, target_modules=_LORA_TARGETS[arch][:-1]),
 }
 
 

@@ -11,6 +11,8 @@ BUILTIN = (
     "qlora",
     "dora",
     "loraplus",
+    "pissa",
+    "olora",
     "ia3",
     "adapters",
     "prefix",
