@@ -125,6 +125,10 @@ def test_mismatched_sources_are_refused_with_one_line():
     with pytest.raises(ConfigError, match="different target modules"):
         peftlab.combine_loras(model, {"a": 1.0, "c": 1.0}, "ac", mode="cat")
     model.add_adapter("i", peftlab.IA3Config(target_modules=("key",), feedforward_modules=(), modules_to_save=()))
+    dora = peftlab.apply(tiny_model("llama"), peftlab.make_config("dora", r=4), adapter_name="d")
+    dora.add_adapter("l", peftlab.LoraConfig(r=4))
+    with pytest.raises(ConfigError, match="adapter 'd' is dora: its change of the weights is more than s·B A"):
+        peftlab.combine_loras(dora, {"d": 1.0, "l": 1.0}, "dl", mode="cat")
     with pytest.raises(ConfigError, match="not LoRA"):
         peftlab.combine_loras(model, {"a": 1.0, "i": 1.0}, "ai", mode="cat")
     assert "ab" not in model.configs and "ac" not in model.configs

@@ -76,6 +76,9 @@ class DoraLinear(LoraLinear):
         super().remove_adapter_tensors(name)
         self.lora_magnitude_vector.pop(name, None)
 
+    def low_rank_delta(self, name: str) -> bool:
+        return name not in self.lora_magnitude_vector  # W' − W also rescales W
+
     def adapter_output(self, name: str, x: torch.Tensor, base_output: torch.Tensor) -> torch.Tensor:
         """(m/‖W+sBA‖ − 1) ⊙ W x + (m/‖W+sBA‖) ⊙ s·B A x: (..., in) -> (..., out), float32."""
         if name not in self.lora_magnitude_vector:

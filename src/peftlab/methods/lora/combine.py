@@ -106,6 +106,10 @@ def combine_loras(peft_model: PeftModel, sources: Mapping[str, float], name: str
                        if isinstance(layer, _LoraBase)} for source in weights}
     heads = {source: {file_path(p): layer for p, layer in peft_model.adapter_layers(source)
                       if isinstance(layer, ModulesToSave)} for source in weights}
+    for source, found in layers.items():
+        if not all(layer.low_rank_delta(source) for layer in found.values()):
+            raise ConfigError(f"adapter {source!r} is {configs[source].method}: its change of the weights is more "
+                              "than s·B A, so its factors cannot be combined; combine LoRA adapters")
     paths = _same_paths("target modules", {s: set(found) for s, found in layers.items()})
     head_paths = _same_paths("modules_to_save", {s: set(found) for s, found in heads.items()})
     rank = _new_rank(mode, {s: c.r for s, c in configs.items()}, r)

@@ -49,6 +49,11 @@ class _LoraBase(AdapterLayer):
     def delta_weight(self, name: str) -> torch.Tensor:
         """s·BA in the base weight's layout, computed in float32."""
 
+    def low_rank_delta(self, name: str) -> bool:
+        """Whether adapter `name` changes the weight by s·B A alone (what combining factors assumes);
+        a variant whose change is more than the factors (DoRA's magnitude) says False."""
+        return True
+
     @abstractmethod
     def factors(self, name: str) -> tuple[nn.Parameter, nn.Parameter]:
         """(A, B) of adapter `name` in the B·A layout: A (r, in), B (out, r); for an embedding in = vocab."""
