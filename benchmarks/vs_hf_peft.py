@@ -7,6 +7,7 @@ One step = forward + backward + AdamW step on a batch of 8 x 128 random tokens t
 all-MiniLM-L6-v2 (sequence classification, 2 labels). Same settings on both sides:
 
     lora     r=16, alpha=32 on query and value
+    dora     the same, weight-decomposed (HF PEFT: use_dora=True)
     ia3      key, value and the FFN output dense (HF's BERT defaults)
     prompt   20 virtual tokens, random init
     prefix   20 virtual tokens with the MLP reparametrisation (skipped where HF PEFT fails)
@@ -34,6 +35,7 @@ from peftlab.models import load_model  # noqa: E402
 
 OURS = {
     "lora": dict(r=16, alpha=32.0, target_modules=("query", "value")),
+    "dora": dict(r=16, alpha=32.0, target_modules=("query", "value")),
     "ia3": dict(),
     "prompt": dict(num_virtual_tokens=20),
     "prefix": dict(num_virtual_tokens=20, projection=True),
@@ -45,6 +47,8 @@ def theirs(method: str, model):
 
     configs = {
         "lora": lambda: peft.LoraConfig(task_type="SEQ_CLS", r=16, lora_alpha=32, target_modules=["query", "value"]),
+        "dora": lambda: peft.LoraConfig(task_type="SEQ_CLS", r=16, lora_alpha=32, target_modules=["query", "value"],
+                                        use_dora=True),
         "ia3": lambda: peft.IA3Config(task_type="SEQ_CLS"),
         "prompt": lambda: peft.PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=20),
         "prefix": lambda: peft.PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=20, prefix_projection=True,

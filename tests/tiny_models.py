@@ -51,12 +51,14 @@ def gpt2_config() -> GPT2Config:
     )
 
 
+# The LLaMA-style decoders (LLaMA, Mistral, Qwen2) share one tiny shape.
+_DECODER = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64, num_labels=2,
+                pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+
+
 def llama_config() -> LlamaConfig:
-    return LlamaConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64, num_labels=2,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
-    )
+    return LlamaConfig(**_DECODER)
 
 
 def distilbert_config() -> DistilBertConfig:
@@ -75,19 +77,11 @@ def roberta_config() -> RobertaConfig:
 
 
 def mistral_config() -> MistralConfig:
-    return MistralConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64, num_labels=2,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
-    )
+    return MistralConfig(**_DECODER)
 
 
 def qwen2_config() -> Qwen2Config:
-    return Qwen2Config(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64, num_labels=2,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
-    )
+    return Qwen2Config(**_DECODER)  # q/k/v projections with biases
 
 
 _BUILDERS = {
@@ -135,3 +129,25 @@ def tiny_batch(batch: int = 3, seq: int = 7, seed: int = 1, pad_last: bool = Tru
         input_ids[-1, seq - 2:] = 0
     labels = torch.randint(0, 2, (batch,), generator=generator)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+# --- shared by the Hugging Face PEFT oracle tests ------------------------------------------------
+def oracle_batch(task: str) -> dict:
+    """`tiny_batch()` for `task`: a causal LM is run without labels (its logits are compared)."""
+    batch = tiny_batch()
+    if task == "causal-lm":
+        del batch["labels"]
+    return batch
+
+
+def logits_of(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def perturb(params, seed: int = 5, scale: float = 0.1) -> None:
+    """Add seeded noise to every tensor of `params`, as training would move them."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in params:
+            param.add_(scale * torch.randn(param.shape, generator=generator))

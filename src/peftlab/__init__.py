@@ -12,8 +12,7 @@ Python commands start without importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from peftlab.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -42,13 +41,7 @@ _EXPORTS = {
 __all__ = ["apply", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'peftlab' has no attribute {name!r}")
-    module = importlib.import_module(_EXPORTS[name])
-    value = module if module.__name__ == f"peftlab.{name}" else getattr(module, name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def apply(model, config, adapter_name: str = "default"):

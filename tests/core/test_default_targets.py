@@ -17,30 +17,11 @@ import peftlab
 from peftlab.core.architectures import ARCHITECTURES
 from peftlab.methods.ia3 import IA3Config
 from peftlab.methods.lora import LoraConfig
-from tiny_models import TABLE_MODELS, tiny_batch, tiny_model
+from tiny_models import TABLE_MODELS, logits_of, oracle_batch, perturb, tiny_model
 
 peft = pytest.importorskip("peft", reason="Hugging Face PEFT (test oracle) is not installed: pip install peft")
 
 CASES = [pytest.param(arch, task, id=f"{arch}-{task}") for arch, task in TABLE_MODELS]
-
-
-def _batch(task):
-    batch = tiny_batch()
-    if task == "causal-lm":
-        del batch["labels"]
-    return batch
-
-
-def _logits(model, batch):
-    with torch.no_grad():
-        return model(**batch).logits
-
-
-def _randomize(model, seed=7):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.trainable_parameters().values():
-            param.add_(0.1 * torch.randn(param.shape, generator=generator))
 
 
 def _lora_paths(model, name):
@@ -50,17 +31,17 @@ def _lora_paths(model, name):
 @pytest.mark.parametrize("arch,task", CASES)
 @pytest.mark.parametrize("config", [LoraConfig(r=4), IA3Config()], ids=["lora", "ia3"])
 def test_default_target_files_name_the_targets_and_load_in_hf_peft_with_equal_logits(arch, task, config, tmp_path):
-    batch = _batch(task)
+    batch = oracle_batch(task)
     ours = peftlab.apply(tiny_model(arch, task), config)
-    _randomize(ours)
-    expected = _logits(ours, batch)
+    perturb(ours.trainable_parameters().values(), seed=7)
+    expected = logits_of(ours, batch)
     peftlab.save_adapter(ours, tmp_path)
     fields = json.loads((tmp_path / "adapter_config.json").read_text())
     assert fields["target_modules"], "files always name the resolved targets"
     theirs = peft.PeftModel.from_pretrained(tiny_model(arch, task), tmp_path)
-    torch.testing.assert_close(_logits(theirs, batch), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits_of(theirs, batch), expected, rtol=0, atol=1e-5)
     reloaded = peftlab.load_adapter(tiny_model(arch, task), tmp_path)
-    torch.testing.assert_close(_logits(reloaded, batch), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(logits_of(reloaded, batch), expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("arch,task", CASES)

@@ -16,22 +16,15 @@ from peftlab.estimate import estimate
 from peftlab.methods.dora import DoraConfig
 from peftlab.methods.dora.layer import DoraLinear
 from peftlab.methods.lora import LoraConfig
-from tiny_models import tiny_batch, tiny_model
+from tiny_models import perturb, tiny_batch, tiny_model
 
 QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
-
-
-def _randomize(model, seed=3):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.trainable_parameters().values():
-            param.add_(0.1 * torch.randn(param.shape, generator=generator))
 
 
 def test_the_layer_computes_magnitude_times_normalised_direction():
     """W' = m ⊙ (W + sBA) / ‖W + sBA‖_row, as a plain matrix, against the layer's output."""
     model = peftlab.apply(tiny_model("llama", "causal-lm"), DoraConfig(r=4, alpha=8, target_modules=("q_proj",)))
-    _randomize(model)
+    perturb(model.trainable_parameters().values(), seed=3)
     layer = model.model.model.layers[0].self_attn.q_proj
     assert isinstance(layer, DoraLinear)
     weight = layer.base_layer.weight.detach()
@@ -57,7 +50,7 @@ def test_the_magnitude_starts_at_the_row_norms_and_trains_while_the_norm_takes_n
 
 def test_merge_writes_the_decomposed_weight_and_unmerge_restores_it():
     model = peftlab.apply(tiny_model("gpt2", "causal-lm"), DoraConfig(r=4, target_modules=("c_attn", "c_fc")))
-    _randomize(model)
+    perturb(model.trainable_parameters().values(), seed=3)
     batch = tiny_batch()
     del batch["labels"]
     before = {k: v.clone() for k, v in model.base_parameters().items()}

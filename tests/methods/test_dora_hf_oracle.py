@@ -8,7 +8,7 @@ import torch
 
 import peftlab
 from peftlab.methods.dora import DoraConfig
-from tiny_models import tiny_batch, tiny_model
+from tiny_models import logits_of, oracle_batch, perturb, tiny_model
 
 peft = pytest.importorskip("peft", reason="Hugging Face PEFT (test oracle) is not installed: pip install peft")
 
@@ -22,55 +22,36 @@ CASES = [
 ]
 
 
-def _batch(task):
-    batch = tiny_batch()
-    if task == "causal-lm":
-        del batch["labels"]
-    return batch
-
-
-def _randomize(params, seed=5):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in params:
-            param.add_(0.1 * torch.randn(param.shape, generator=generator))
-
-
-def _logits(model, batch):
-    with torch.no_grad():
-        return model(**batch).logits
-
-
 @pytest.mark.parametrize("arch,task,targets", CASES)
 def test_peftlab_dora_file_loads_in_hf_peft_with_same_logits(arch, task, targets, tmp_path):
-    batch = _batch(task)
-    base = _logits(tiny_model(arch, task), batch)
+    batch = oracle_batch(task)
+    base = logits_of(tiny_model(arch, task), batch)
     ours = peftlab.apply(tiny_model(arch, task), DoraConfig(r=4, alpha=8, target_modules=tuple(targets)))
-    _randomize(ours.trainable_parameters().values())
-    expected = _logits(ours, batch)
+    perturb(ours.trainable_parameters().values())
+    expected = logits_of(ours, batch)
     assert not torch.allclose(expected, base, atol=1e-3)
     peftlab.save_adapter(ours, tmp_path)
 
     theirs = peft.PeftModel.from_pretrained(tiny_model(arch, task), tmp_path)
     assert theirs.peft_config["default"].use_dora
-    torch.testing.assert_close(_logits(theirs, batch), expected, rtol=0, atol=1e-5)
-    torch.testing.assert_close(_logits(theirs.merge_and_unload(), batch), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits_of(theirs, batch), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits_of(theirs.merge_and_unload(), batch), expected, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch,task,targets", CASES)
 def test_hf_peft_dora_file_loads_in_peftlab_with_same_logits(arch, task, targets, tmp_path):
-    batch = _batch(task)
+    batch = oracle_batch(task)
     task_type = "SEQ_CLS" if task == "classification" else "CAUSAL_LM"
     theirs = peft.get_peft_model(tiny_model(arch, task), peft.LoraConfig(
         task_type=task_type, r=4, lora_alpha=8, target_modules=targets, use_dora=True))
-    _randomize([p for p in theirs.parameters() if p.requires_grad])
-    expected = _logits(theirs, batch)
+    perturb([p for p in theirs.parameters() if p.requires_grad])
+    expected = logits_of(theirs, batch)
     theirs.save_pretrained(tmp_path)
 
     ours = peftlab.load_adapter(tiny_model(arch, task), tmp_path)
     assert ours.configs["default"].method == "dora"
-    torch.testing.assert_close(_logits(ours, batch), expected, rtol=0, atol=1e-5)
-    torch.testing.assert_close(_logits(ours.merge_and_unload(), batch), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits_of(ours, batch), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits_of(ours.merge_and_unload(), batch), expected, rtol=0, atol=1e-5)
 
 
 def test_trainable_parameters_match_hf_peft():

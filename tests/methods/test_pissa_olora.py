@@ -11,7 +11,7 @@ import peftlab
 from peftlab.errors import ConfigError, TargetError
 from peftlab.methods.olora import OloraConfig
 from peftlab.methods.pissa import PissaConfig
-from tiny_models import tiny_batch, tiny_model
+from tiny_models import logits_of, oracle_batch, perturb, tiny_model
 
 peft = pytest.importorskip("peft", reason="Hugging Face PEFT (test oracle) is not installed: pip install peft")
 
@@ -25,33 +25,13 @@ HF_CASES = [pytest.param(init, *case, id=f"{init}-{case[0]}-{case[1]}") for init
             if not (init == "olora" and case[0] == "gpt2")]
 
 
-def _batch(task):
-    batch = tiny_batch()
-    if task == "causal-lm":
-        del batch["labels"]
-    return batch
-
-
-def _logits(model, batch):
-    with torch.no_grad():
-        return model(**batch).logits
-
-
-def _train_a_little(params, seed=5):
-    """A small change of every trainable tensor, as a few optimizer steps would make."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in params:
-            param.add_(0.02 * torch.randn(param.shape, generator=generator))
-
-
 @pytest.mark.parametrize("init", CONFIGS)
 @pytest.mark.parametrize("arch,task,targets", CASES)
 def test_output_at_init_equals_the_base(init, arch, task, targets):
-    batch = _batch(task)
-    expected = _logits(tiny_model(arch, task), batch)
+    batch = oracle_batch(task)
+    expected = logits_of(tiny_model(arch, task), batch)
     model = peftlab.apply(tiny_model(arch, task), CONFIGS[init](r=4, alpha=8, target_modules=tuple(targets)))
-    torch.testing.assert_close(_logits(model, batch), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits_of(model, batch), expected, rtol=0, atol=1e-5)
 
 
 def test_pissa_factors_are_the_principal_part_and_the_residual_keeps_the_rest():
@@ -85,26 +65,26 @@ def test_what_cannot_take_a_residual_is_refused_and_disabling_is_declared_imposs
 
 @pytest.mark.parametrize("init,arch,task,targets", HF_CASES)
 def test_peftlab_file_loads_in_hf_peft_with_equal_logits(init, arch, task, targets, tmp_path):
-    batch = _batch(task)
+    batch = oracle_batch(task)
     ours = peftlab.apply(tiny_model(arch, task), CONFIGS[init](r=4, alpha=8, target_modules=tuple(targets)))
-    _train_a_little(ours.trainable_parameters().values())
-    expected = _logits(ours, batch)
+    perturb(ours.trainable_parameters().values(), scale=0.02)
+    expected = logits_of(ours, batch)
     peftlab.save_adapter(ours, tmp_path)
     theirs = peft.PeftModel.from_pretrained(tiny_model(arch, task), tmp_path)
     assert theirs.peft_config["default"].init_lora_weights == init
-    torch.testing.assert_close(_logits(theirs, batch), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits_of(theirs, batch), expected, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("init,arch,task,targets", HF_CASES)
 def test_hf_peft_file_loads_in_peftlab_with_equal_logits(init, arch, task, targets, tmp_path):
-    batch = _batch(task)
+    batch = oracle_batch(task)
     task_type = "SEQ_CLS" if task == "classification" else "CAUSAL_LM"
     theirs = peft.get_peft_model(tiny_model(arch, task), peft.LoraConfig(
         task_type=task_type, r=4, lora_alpha=8, target_modules=targets, init_lora_weights=init))
-    _train_a_little([p for p in theirs.parameters() if p.requires_grad])
-    expected = _logits(theirs, batch)
+    perturb([p for p in theirs.parameters() if p.requires_grad], scale=0.02)
+    expected = logits_of(theirs, batch)
     theirs.save_pretrained(tmp_path)
     ours = peftlab.load_adapter(tiny_model(arch, task), tmp_path)
     assert ours.configs["default"].method == init
-    torch.testing.assert_close(_logits(ours, batch), expected, rtol=0, atol=1e-5)
-    torch.testing.assert_close(_logits(ours.merge_and_unload(), batch), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits_of(ours, batch), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits_of(ours.merge_and_unload(), batch), expected, rtol=0, atol=1e-5)

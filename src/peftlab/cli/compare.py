@@ -24,7 +24,7 @@ def compare_command(
     ctx: typer.Context,
     model: ModelOpt = "minilm",
     data: DataOpt = "sst2",
-    methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods (default: every registered one).")] = None,
+    methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods (default: every registered one that is no variant of another).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps per method (default: the profile's).")] = None,
     profile: Annotated[str, typer.Option("--profile", help="quick (~16 min on 2 CPU cores) | tuned (quick + --tune-lr, ~1 h) | full.")] = "quick",
     seed: Annotated[int, typer.Option("--seed", help="Seeds head/adapter init, data order, dropout.")] = 0,

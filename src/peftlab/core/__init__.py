@@ -5,10 +5,7 @@ Names load on first use (PEP 562), so the torch-free half (`core.config`, `core.
 `core.registry`, `core.architectures`, `core.shapes`) imports without torch.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from peftlab.lazy import lazy_exports
 
 _EXPORTS = {
     "AdapterLayer": "peftlab.core.protocol",
@@ -32,10 +29,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'peftlab.core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -2,17 +2,17 @@
 
 A field says what it accepts in its annotation, and nothing else checks it:
 
-    r: Annotated[int, Interval(ge=1, le=4096)] = 8       an integer in [1, 4096] (not True, not 8.5, not NaN)
-    alpha: Annotated[float, Gt(0)] = 16.0                 a finite number > 0 (an int is fine; a bool, NaN, inf not)
-    bias: Literal["none", "all", "lora_only"] = "none"   one of the listed values
-    target_modules: str | tuple[str, ...] | None = None   a regex, a list of names, or none
+    r: Annotated[int, Range(ge=1, le=4096)] = 8            an integer in [1, 4096] (not True, not 8.5, not NaN)
+    alpha: Annotated[float, Range(gt=0)] = 16.0             a finite number > 0 (an int is fine; a bool, NaN, inf not)
+    bias: Literal["none", "all", "lora_only"] = "none"     one of the listed values
+    target_modules: str | tuple[str, ...] | None = None     a regex, a list of names, or none
 
-`MethodConfig.__post_init__` checks every field against its annotation (pydantic in strict mode,
-one cached validator per field, so a config stays a plain frozen dataclass: `dataclasses.replace`,
-`asdict` and equality work as usual) and raises one `ConfigError` that names the method, the
-field, the bad value and what is accepted. Lists become tuples first (JSON has no tuples). Checks
-that relate two fields go in `check()`. `from_dict` does the same for a plain dict (a file, a set
-of flags) and names unknown keys, so every boundary validates with this one mechanism.
+`MethodConfig.__post_init__` checks every field against its annotation (`accepts` below: one
+small checker for the few types configs use, strict about bools and NaN, so a config stays a plain
+frozen dataclass and importing it costs nothing) and raises one `ConfigError` that names the
+method, the field, the bad value and what is accepted. Lists become tuples first (JSON has no
+tuples). Checks that relate two fields go in `check()`. `from_dict` does the same for a plain dict
+(a file, a set of flags) and names unknown keys, so every boundary validates with this mechanism.
 """
 
 from __future__ import annotations
@@ -23,15 +23,35 @@ import math
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from annotated_types import Ge, Gt, Interval, Le, Lt
-
 from peftlab.errors import ConfigError
 
-__all__ = ["Annotated", "ConfigError", "Ge", "Gt", "Interval", "Le", "Literal", "Lt", "MethodConfig",
-           "check_choice", "check_range", "describe"]
+__all__ = ["Annotated", "ConfigError", "Literal", "MethodConfig", "Range", "accepts", "check_choice",
+           "check_range", "describe"]
+
+_INVALID = object()  # what `accepts` returns for a value its annotation does not accept
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a number field, as `Annotated` metadata: Range(ge=1, le=4096), Range(gt=0)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def holds(self, value: float) -> bool:
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def __str__(self) -> str:
+        bounds = [f"{symbol} {bound:g}" for symbol, bound in ((">=", self.ge), (">", self.gt), ("<=", self.le),
+                                                              ("<", self.lt)) if bound is not None]
+        return " and ".join(bounds)
 
 
 def _as_tuples(value: Any) -> Any:
@@ -41,21 +61,37 @@ def _as_tuples(value: Any) -> Any:
     return value
 
 
-@cache
-def _validator(annotation: Any):
-    from pydantic import ConfigDict, TypeAdapter  # imported on the first validation, not at import
-
-    return TypeAdapter(annotation, config=ConfigDict(strict=True, allow_inf_nan=False))
-
-
-def _bounds(metadata: tuple) -> str:
-    parts = []
-    for item in metadata:
-        for name, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-            bound = getattr(item, name, None)
-            if bound is not None:
-                parts.append(f"{symbol} {bound:g}")
-    return " and ".join(parts)
+def accepts(annotation: Any, value: Any) -> Any:
+    """`value` as the field of type `annotation` holds it (an int for a float field becomes a float),
+    or `_INVALID`. Strict: a bool is no number, a number no bool, NaN and inf no finite number."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        value = accepts(args[0], value)
+        ranges = [item for item in args[1:] if isinstance(item, Range)]
+        return value if value is _INVALID or all(r.holds(value) for r in ranges) else _INVALID
+    if origin in (Union, types.UnionType):
+        for member in args:
+            checked = accepts(member, value)
+            if checked is not _INVALID:
+                return checked
+        return _INVALID
+    if origin is Literal:
+        return value if any(value == arg and type(value) is type(arg) for arg in args) else _INVALID
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return _INVALID
+        items = tuple(accepts(args[0], item) for item in value)
+        return _INVALID if any(item is _INVALID for item in items) else items
+    if annotation is float:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return float(value) if number else _INVALID
+    if annotation is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _INVALID
+    if annotation in (bool, str):
+        return value if isinstance(value, annotation) else _INVALID
+    if annotation is type(None):
+        return value if value is None else _INVALID
+    raise TypeError(f"config fields of type {annotation!r} are not supported by peftlab.core.config")
 
 
 _SINGULAR = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string", type(None): "null"}
@@ -66,7 +102,8 @@ def describe(annotation: Any, plural: bool = False) -> str:
     """What `annotation` accepts, in words: "an integer >= 1 and <= 4096", "one of 'a', 'b'", ..."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is Annotated:
-        inner, bounds = describe(args[0], plural), _bounds(args[1:])
+        inner = describe(args[0], plural)
+        bounds = " and ".join(str(item) for item in args[1:] if isinstance(item, Range))
         return f"{inner} {bounds}" if bounds else inner
     if origin in (Union, types.UnionType):
         return " or ".join(describe(a, plural) for a in args)
@@ -94,14 +131,11 @@ class MethodConfig:
         hints = _field_types(type(self))
         for field in dataclasses.fields(self):
             value = _as_tuples(getattr(self, field.name))
-            try:
-                value = _validator(hints[field.name]).validate_python(value)
-            except Exception as error:  # pydantic's ValidationError (or a value it cannot read)
-                if type(error).__name__ != "ValidationError":
-                    raise
+            checked = accepts(hints[field.name], value)
+            if checked is _INVALID:
                 raise ConfigError(f"{self.method}: {field.name}={_shown(value)} is invalid: expected "
-                                  f"{describe(hints[field.name])}") from None
-            object.__setattr__(self, field.name, value)
+                                  f"{describe(hints[field.name])}")
+            object.__setattr__(self, field.name, checked)
         self.check()
 
     def check(self) -> None:

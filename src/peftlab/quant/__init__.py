@@ -7,10 +7,7 @@ the ``qlora`` method wraps. See ``nf4.py`` for the storage format, ``layout.py``
 Names load on first use (PEP 562), so ``peftlab.quant.layout`` imports without torch.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from peftlab.lazy import lazy_exports
 
 _EXPORTS = {
     "BLOCK_SIZES": "peftlab.quant.layout",
@@ -29,10 +26,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'peftlab.quant' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from peftlab.core.config import Annotated, ConfigError, Gt, Interval, Literal, MethodConfig
+from peftlab.core.config import Annotated, ConfigError, Literal, MethodConfig, Range
 from peftlab.core.declaration import Capabilities, Literature, MethodDeclaration
 from peftlab.core.footprint import Footprint
 
@@ -36,12 +36,12 @@ class AdapterConfig(MethodConfig):
     """
 
     method: ClassVar[str] = "adapters"
-    bottleneck_size: Annotated[int, Interval(ge=1, le=65536)] | None = None
-    reduction_factor: Annotated[float, Gt(0)] | None = None
+    bottleneck_size: Annotated[int, Range(ge=1, le=65536)] | None = None
+    reduction_factor: Annotated[float, Range(gt=0)] | None = None
     activation: Literal["relu", "gelu", "silu", "swish", "tanh", "sigmoid", "identity"] = "relu"
     placement: Literal["houlsby", "pfeiffer"] = "houlsby"
     parallel: bool = False
-    scaling: Annotated[float, Gt(0)] = 1.0
+    scaling: Annotated[float, Range(gt=0)] = 1.0
     use_bias: bool = True
 
     def check(self) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from peftlab.core.config import Annotated, Ge, Gt, Interval, Literal, MethodConfig
+from peftlab.core.config import Annotated, Literal, MethodConfig, Range
 from peftlab.core.declaration import Capabilities, Literature, MethodDeclaration
 from peftlab.core.footprint import Footprint, bias_params, kept_layers, labels
 from peftlab.core.shapes import LinearSpec, ModelShape
@@ -33,12 +33,12 @@ class LoraConfig(MethodConfig):
     """
 
     method: ClassVar[str] = "lora"
-    r: Annotated[int, Interval(ge=1, le=4096)] = 8
-    alpha: Annotated[float, Gt(0)] = 16.0
-    dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0
+    r: Annotated[int, Range(ge=1, le=4096)] = 8
+    alpha: Annotated[float, Range(gt=0)] = 16.0
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0
     target_modules: str | tuple[str, ...] | None = None
     exclude_modules: str | tuple[str, ...] | None = None
-    layers: tuple[Annotated[int, Ge(0)], ...] | None = None
+    layers: tuple[Annotated[int, Range(ge=0)], ...] | None = None
     bias: Literal["none", "all", "lora_only"] = "none"
     use_rslora: bool = False
     init: Literal["kaiming", "gaussian"] = "kaiming"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from peftlab.core.config import Annotated, Gt
+from peftlab.core.config import Annotated, Range
 from peftlab.core.declaration import Capabilities, Literature, MethodDeclaration
 from peftlab.methods.lora.config import LoraConfig, LoraFootprint
 
@@ -28,8 +28,8 @@ class LoraPlusConfig(LoraConfig):
     """
 
     method: ClassVar[str] = "loraplus"
-    lr_ratio: Annotated[float, Gt(0)] = 16.0
-    embedding_lr_ratio: Annotated[float, Gt(0)] = 1e-3
+    lr_ratio: Annotated[float, Range(gt=0)] = 16.0
+    embedding_lr_ratio: Annotated[float, Range(gt=0)] = 1e-3
 
 
 DECLARATION = MethodDeclaration(

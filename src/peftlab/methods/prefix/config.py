@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from peftlab.core.config import Annotated, Ge, Interval, MethodConfig
+from peftlab.core.config import Annotated, MethodConfig, Range
 from peftlab.core.declaration import Capabilities, Literature, MethodDeclaration
 from peftlab.core.footprint import Footprint
 
@@ -21,9 +21,9 @@ class PrefixTuningConfig(MethodConfig):
     encoder_hidden_size: the MLP's hidden width h (None: the model's hidden size)."""
 
     method: ClassVar[str] = "prefix"
-    num_virtual_tokens: Annotated[int, Interval(ge=1, le=4096)] = 20
+    num_virtual_tokens: Annotated[int, Range(ge=1, le=4096)] = 20
     projection: bool = False
-    encoder_hidden_size: Annotated[int, Ge(1)] | None = None
+    encoder_hidden_size: Annotated[int, Range(ge=1)] | None = None
 
 
 @dataclass(frozen=True)

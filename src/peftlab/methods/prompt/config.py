@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from peftlab.core.config import Annotated, ConfigError, Ge, Interval, Literal, MethodConfig
+from peftlab.core.config import Annotated, ConfigError, Literal, MethodConfig, Range
 from peftlab.core.declaration import Capabilities, Literature, MethodDeclaration
 from peftlab.core.footprint import Footprint
 
@@ -23,10 +23,10 @@ class PromptTuningConfig(MethodConfig):
     "start" (always first, as Hugging Face PEFT) or "after_first"."""
 
     method: ClassVar[str] = "prompt"
-    num_virtual_tokens: Annotated[int, Interval(ge=1, le=4096)] = 20
+    num_virtual_tokens: Annotated[int, Range(ge=1, le=4096)] = 20
     init: Literal["random", "vocab", "text"] = "random"
     init_text: str | None = None
-    init_token_ids: tuple[Annotated[int, Ge(0)], ...] | None = None
+    init_token_ids: tuple[Annotated[int, Range(ge=0)], ...] | None = None
     position: Literal["auto", "start", "after_first"] = "auto"
 
     def check(self) -> None:
