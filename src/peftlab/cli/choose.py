@@ -120,7 +120,8 @@ def _print_report(result, console: Console) -> None:
     for c in result.choices:
         m = c.measurements
         front = "front" if c.on_front else "dominated by " + ", ".join(c.dominated_by)
-        quality = f"{m.quality:g}" + (f" {m.metric}" if m.metric else "")
+        quality = f"{m.quality:.4g}" + (f" [{m.quality_ci[0]:.4g}, {m.quality_ci[1]:.4g}]" if m.quality_ci else "") \
+            + (f" {m.metric}" if m.metric else "")
         table.add_row(str(c.rank), c.label, _learning_rate(c.config), quality,
                       _size(m.peak_memory_bytes, 1e9, "GB"), f"{m.step_time_s:.3f} s",
                       _size(m.adapter_bytes, 1e6, "MB"), front)

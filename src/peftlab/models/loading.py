@@ -196,6 +196,12 @@ def resolve_model_folder(name_or_path: str) -> Path:
     )
 
 
+def load_tokenizer(name_or_path: str):
+    """The tokenizer of a model (known name, folder or .gguf file) without loading its weights."""
+    with _quiet_transformers():
+        return AutoTokenizer.from_pretrained(resolve_model_folder(name_or_path), local_files_only=True)
+
+
 def share_pad_token(model, tokenizer) -> None:
     """Give a tokenizer without a pad token (GPT-2, LLaMA) its EOS token as pad, and tell the model's
     config and generation config which id that is (decoder classifiers find each row's last real

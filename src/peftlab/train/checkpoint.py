@@ -51,7 +51,8 @@ FORMAT_VERSION = 1
 # TrainConfig fields that only change where or how fast the run computes, or what it reports.
 RESUMABLE_CHANGES = frozenset({"num_threads", "device", "eval_every", "eval_batch_size", "log_every",
                                "checkpoint_every", "keep_checkpoints", "stop_if_loss_rises_after",
-                               "gradient_checkpointing", "generate", "max_new_tokens"})
+                               "gradient_checkpointing", "generate", "max_new_tokens", "stop_after",
+                               "track_memory"})
 _STEP = re.compile(r"step-(\d+)")
 _TEMPORARY = re.compile(r"step-\d+\.(?:tmp|old)-(\d+)")
 

@@ -43,8 +43,10 @@ from peftlab.errors import ConfigError, PeftlabError
 from peftlab.train import checkpoint, distributed
 from peftlab.train.config import TrainConfig
 from peftlab.train.evaluate import evaluate, loss_items, make_collator
+from peftlab.train.memory import TensorPeakTracker
 from peftlab.train.report import write_run
-from peftlab.train.runtime import ProgressBar, cpu_time_s, peak_rss_mb, runtime, step_time_stats
+from peftlab.train.runtime import (ProgressBar, cpu_time_s, peak_rss_mb, resolve_device, runtime,
+                                  step_time_stats)
 from peftlab.train.schedule import epoch_order, make_optimizer, make_scheduler, warmup_steps
 
 
@@ -89,7 +91,9 @@ class TrainResult:
     Times are in seconds; `step_time` has the median and the 10th / 90th percentiles of the
     optimizer-step wall time (collation, forward, backward, update; evaluation excluded).
     `cpu_time_s` is the process's user + system CPU time over the run: on a shared machine it
-    shows how much of the wall time the run actually computed. A resumed run's history and
+    shows how much of the wall time the run actually computed. `tensor_memory` (with
+    `config.track_memory`) is the peak of live tensor bytes over the training steps, split into
+    weights, gradients, optimizer state and activations, with the batch shape of the peak step. A resumed run's history and
     evaluations include those before the checkpoint; its times count this process only.
     """
 
@@ -106,6 +110,7 @@ class TrainResult:
     step_time: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
     peak_gpu_memory_mb: float | None = None
+    tensor_memory: dict[str, Any] | None = None  # with config.track_memory: TensorPeakTracker.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,7 +166,13 @@ def train(
 
     started, cpu_started = time.perf_counter(), cpu_time_s()
     with runtime(peft_model, config), ProgressBar(total, progress and ddp.main, state.step) as bar:
-        loop.run(bar)
+        if config.track_memory:
+            loop.memory = TensorPeakTracker(peft_model, optimizer, ddp.device.type)
+            with loop.memory:
+                loop.run(bar)
+            result.tensor_memory = loop.memory.to_dict()
+        else:
+            loop.run(bar)
         evaluated = time.perf_counter()
         if result.evaluations and result.evaluations[-1]["step"] == state.step and not config.generate:
             result.final_metrics = result.evaluations[-1]["dev"]
@@ -179,6 +190,29 @@ def train(
         write_run(out_dir, peft_model, task, config, result)
     ddp.barrier()
     return result
+
+
+def training_steps(peft_model: PeftModel, task: Task, tokenizer, config: TrainConfig) -> "_Loop":
+    """The loop's own optimizer step over `task.train`, ready to be called again and again.
+
+    `steps = training_steps(...)`, then `steps.step()` runs exactly what a training run runs per
+    step (collation, autocast, item-weighted loss, backward, clipping, AdamW, schedule,
+    zero_grad); the optimizer state persists between calls as in a run. Single process, no
+    logging, no evaluation, no checkpoints: `peftlab compare` times methods with it.
+    """
+    params = peft_model.trainable_parameters()
+    if not params:
+        raise ConfigError("the model has no trainable parameters: apply an adapter first")
+    device = resolve_device(config.device)
+    peft_model.to(device)
+    batches_per_epoch = math.ceil(len(task.train) / config.batch_size)
+    total = config.max_steps or 1
+    optimizer = make_optimizer(params, config, peft_model.learning_rate_scales())
+    state = TrainState(0, 0, 0, optimizer, make_scheduler(optimizer, warmup_steps(config, total), total))
+    loop = _Loop(peft_model, list(params.values()), distributed.Distributed(0, 1, device), task, tokenizer,
+                 config, state, total, batches_per_epoch, (), TrainResult(0, 0.0, 0), None)
+    loop.start()
+    return loop
 
 
 def _evaluate(peft_model: PeftModel, task: Task, tokenizer, config: TrainConfig, dev,
@@ -228,6 +262,8 @@ class _Loop:
         self.window_loss = torch.zeros((), device=ddp.device)  # summed step losses since the last log
         self.window_steps, self.window_examples = 0, 0
         self.resumed: tuple[Path, dict[str, Any]] | None = None  # (checkpoint, its state.json) after resume()
+        self.memory: TensorPeakTracker | None = None  # counts live tensor bytes when set (track_memory)
+        self.bar = ProgressBar(total, enabled=False)
 
     @property
     def epoch(self) -> float:
@@ -256,17 +292,12 @@ class _Loop:
 
     def run(self, bar: ProgressBar) -> None:
         self.bar = bar
-        if self.resumed is None:
-            torch.manual_seed(self.config.seed + 1_000_003 * self.ddp.rank)  # each rank's dropout stream
-        else:  # the streams continue where the checkpoint left them
-            checkpoint.restore_rng(*self.resumed, self.ddp.rank, self.ddp.device)
-        self.window_start = time.perf_counter()
-        self.model.train()
-        self.state.optimizer.zero_grad(set_to_none=True)
+        self.start()
         config, state = self.config, self.state
-        while state.step < self.total:
+        end = min(self.total, config.stop_after or self.total)
+        while state.step < end:
             self.step()
-            if state.step % config.log_every == 0 or state.step == self.total:
+            if state.step % config.log_every == 0 or state.step == end:
                 self.log()
             if config.eval_every and state.step % config.eval_every == 0 and self.dev:
                 self.evaluate()
@@ -274,6 +305,16 @@ class _Loop:
                 self.save()  # after the evaluation of the same step, which it then records
         self.result.train_time_s = sum(self.step_times)
         self.result.step_time = step_time_stats(self.step_times)
+
+    def start(self) -> None:
+        """Seed (or restore) the dropout streams and enter train mode with no gradients held."""
+        if self.resumed is None:
+            torch.manual_seed(self.config.seed + 1_000_003 * self.ddp.rank)  # each rank's dropout stream
+        else:  # the streams continue where the checkpoint left them
+            checkpoint.restore_rng(*self.resumed, self.ddp.rank, self.ddp.device)
+        self.window_start = time.perf_counter()
+        self.model.train()
+        self.state.optimizer.zero_grad(set_to_none=True)
 
     def step(self) -> None:
         """One optimizer step over this rank's share of the next grad_accum micro-batches."""
@@ -295,6 +336,9 @@ class _Loop:
         if config.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
         state.optimizer.step()
+        if self.memory is not None:  # the step's gradients and optimizer state are still alive
+            self.memory.end_of_step(self.params, shape=max((tuple(b["input_ids"].shape) for b in batches
+                                                            if b is not None), default=(0, 0)))
         state.scheduler.step()
         state.optimizer.zero_grad(set_to_none=True)
         state.step += 1
