@@ -61,3 +61,37 @@ def test_the_peak_of_a_training_step_is_split_into_weights_gradients_optimizer_a
     assert 2 * weights <= split["optimizer"] <= 2 * weights + 64
     assert tracker.peak_shape == (16, 64)
     assert tracker.to_dict()["peak_mb"] == tracker.peak_bytes / 2**20
+
+
+def test_a_training_run_reports_its_tensor_peak_and_counts_only_steps_that_can_set_it():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_helpers import minilm_tokenizer, tiny_bert, toy_task
+
+    import peftlab
+    from peftlab.train import TrainConfig, train
+    from peftlab.train.memory import TensorPeakTracker
+
+    entered = []
+    original = TensorPeakTracker.__enter__
+
+    def counting(self):
+        entered.append(1)
+        return original(self)
+
+    model = peftlab.apply(tiny_bert(), peftlab.LoraConfig(r=4))
+    task = toy_task(train=64, dev=8)
+    settings = TrainConfig(learning_rate=1e-3, max_steps=8, batch_size=8, max_length=16, track_memory=True,
+                           num_threads=1)
+    TensorPeakTracker.__enter__ = counting
+    try:
+        result = train(model, task, minilm_tokenizer(), settings, progress=False, dev_examples=())
+    finally:
+        TensorPeakTracker.__enter__ = original
+    peak = result.tensor_memory
+    weights = sum(t.untyped_storage().nbytes() for t in [*model.parameters(), *model.buffers()]) / 2**20
+    assert peak["weights_mb"] == weights and peak["activations_mb"] > 0 and peak["batch_shape"][0] == 8
+    assert sum(peak[f"{k}_mb"] for k in ("weights", "gradients", "optimizer", "activations")) == peak["peak_mb"]
+    assert 2 <= len(entered) < 8  # the first two steps and any with a longer batch, not all eight

@@ -123,6 +123,8 @@ def _overrides(records, choices, excluded, inputs, table) -> tuple[str, ...]:
             continue
         if record.error is not None:
             out.append(f"measured: {record.label} failed on your setup ({record.error}); {said[method]}")
+        elif record.measurements.learned is False:
+            out.append(f"measured: {record.label} {excluded[method]}, so it is not recommended; {said[method]}")
         elif method in excluded:
             out.append(f"measured: {record.label} breaks your constraints ({excluded[method]}); {said[method]}")
         elif best is not None and best.method != method and not _tied(record, _record_of(records, best.method)):

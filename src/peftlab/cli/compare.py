@@ -3,6 +3,7 @@
     peftlab compare                                   # MiniLM + SST-2, every method, quick profile
     peftlab compare --methods full,lora,prompt --steps 200 --out runs/compare
     peftlab compare --model ./my-model --data pairs.tsv --text-col premise --text-pair-col hypothesis
+    peftlab compare --seeds 3 --methods full,lora,ia3 --steps 60  # mean ± sd over seeds in the intervals
 
 Writes results.json, report.md and charts/*.png into --out and prints a table at the end.
 """
@@ -26,14 +27,18 @@ def compare_command(
     data: DataOpt = "sst2",
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods (default: every registered one).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps per method (default: the profile's).")] = None,
-    profile: Annotated[str, typer.Option("--profile", help="quick (~16 min on 2 CPU cores) | tuned (quick + --tune-lr, ~1 h) | full.")] = "quick",
+    profile: Annotated[str, typer.Option("--profile", help="quick (learning rates probed; see the README for measured durations) | tuned (a full sweep per method, ~1 h on 2 CPU cores) | full.")] = "quick",
     seed: Annotated[int, typer.Option("--seed", help="Seeds head/adapter init, data order, dropout.")] = 0,
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch threads (default: the CPUs available).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("compare-out"),
     max_train: Annotated[Optional[int], typer.Option("--max-train", help="Keep the first N training rows.")] = None,
     max_dev: Annotated[Optional[int], typer.Option("--max-dev", help="Keep the first N dev rows (causal-LM: prompts).")] = None,
-    tune_lr: Annotated[bool, typer.Option("--tune-lr", help="Choose each method's learning rate by a sweep first (3-5 extra runs a method, ~3.5x the time).")] = False,
+    tune_lr: Annotated[bool, typer.Option("--tune-lr", help="Choose each method's learning rate by a full sweep first (the tuned profile's way: 3-5 extra runs a method, ~3.5x the time).")] = False,
+    lr_choice: Annotated[Optional[str], typer.Option("--lr-choice", help="How learning rates are chosen: literature (published defaults) | probe (a short run per candidate on a validation split, the quick profile's) | sweep (= --tune-lr).")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="Train each method with N seeds (init and data order); intervals include the seed spread.")] = None,
+    sweep_seeds: Annotated[Optional[int], typer.Option("--sweep-seeds", help="With a sweep: score each rate on N seeds (mean).")] = None,
+    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Cut rows at N tokens (default: fitted to the data's longest row, at most the profile's cap).")] = None,
     keep_adapters: Annotated[bool, typer.Option("--keep-adapters", help="Keep each trained adapter in OUT/adapters.")] = False,
     text_col: TextCol = None,
     text_pair_col: TextPairCol = None,
@@ -49,7 +54,8 @@ def compare_command(
     columns = {"text_col": text_col, "text_pair_col": text_pair_col, "label_col": label_col,
                "prompt_col": prompt_col, "target_col": target_col}
     plan = make_plan(model=model, data=data, columns=columns, methods=methods, profile=profile, steps=steps,
-                     seed=seed, threads=threads, device=device, max_train=max_train, max_dev=max_dev, tune_lr=tune_lr)
+                     seed=seed, threads=threads, device=device, max_train=max_train, max_dev=max_dev, tune_lr=tune_lr,
+                     lr_choice=lr_choice, seeds=seeds, sweep_seeds=sweep_seeds, max_length=max_length)
     started = time.perf_counter()
     results = run_compare(plan, out, progress=progress, keep_adapters=keep_adapters,
                           command=shlex.join(command_line(ctx) or ["peftlab", *sys.argv[1:]]))

@@ -50,12 +50,13 @@ def candidate_rates(plan: ComparePlan, method: MethodPlan) -> tuple[float, ...]:
 
 def announce(plan: ComparePlan) -> str:
     """What the choice will cost, said before it starts."""
-    runs = sum(len(candidate_rates(plan, m)) for m in plan.methods)
     own = len(plan.methods) * plan.budget.steps * plan.budget.seeds
     if plan.budget.lr_choice == "probe":
-        steps = runs * probe_steps(plan)
-        return (f"learning rates first, by a probe: {runs} short runs of {probe_steps(plan)} steps ({steps:,} steps, "
-                f"{steps / own:.0%} of the comparison's own {own:,}), each scored on the validation split")
+        extra = sum(len(candidate_rates(plan, m)) - 1 for m in plan.methods) * probe_steps(plan)
+        return (f"learning rates by a probe: each method's first run opens with {len(PROBE_FACTORS)} candidate rates "
+                f"× {probe_steps(plan)} steps scored on a validation split, and the winner continues "
+                f"({extra:,} extra steps, {extra / own:.0%} of the comparison's own {own:,})")
+    runs = sum(len(candidate_rates(plan, m)) for m in plan.methods)
     steps = runs * plan.budget.steps * plan.budget.sweep_seeds
     return (f"learning-rate sweep first: {runs} rates × {plan.budget.sweep_seeds} seed(s) of {plan.budget.steps} "
             f"steps ({steps:,} steps, {steps / own:.1f}x the comparison's own {own:,}), up to {MAX_EXTENSIONS} "

@@ -79,7 +79,10 @@ def run_training(plan: ComparePlan, method: MethodPlan, adapter_dir: Path, progr
             method = dataclasses.replace(method, learning_rate=probe["chosen"] or method.learning_rate, sweep=probe)
         measured = _train_and_measure(plan, method, task, loaded, adapter_dir, progress, runtime_rss,
                                       resume=(method.sweep or {}).get("resume_from") if first_seed else None)
-    measured["lr_choice"] = probe
+    # The probe's checkpoints lived in a scratch folder that is gone now: keep its findings only.
+    measured["lr_choice"] = probe and {**{k: v for k, v in probe.items() if k != "resume_from"},
+                                       "points": [{k: v for k, v in p.items() if k != "checkpoint"}
+                                                  for p in probe["points"]]}
     return measured
 
 

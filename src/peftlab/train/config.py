@@ -52,8 +52,9 @@ class TrainConfig:
                       the schedule (warmup, decay) still spans the whole run, so this is its start
                       exactly; learning-rate probes use it.
     track_memory:     count live tensor bytes during the training steps (`peftlab.train.memory`):
-                      the result's `tensor_memory` holds their peak and its split; costs a few
-                      microseconds per operation.
+                      the result's `tensor_memory` holds their peak and its split; only the first
+                      two steps and those with a bigger batch than any before are counted (a few
+                      microseconds per operation there, nothing elsewhere).
     """
 
     learning_rate: float = 5e-4

@@ -28,6 +28,7 @@ diverges.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -166,13 +167,10 @@ def train(
 
     started, cpu_started = time.perf_counter(), cpu_time_s()
     with runtime(peft_model, config), ProgressBar(total, progress and ddp.main, state.step) as bar:
-        if config.track_memory:
-            loop.memory = TensorPeakTracker(peft_model, optimizer, ddp.device.type)
-            with loop.memory:
-                loop.run(bar)
+        loop.memory = TensorPeakTracker(peft_model, optimizer, ddp.device.type) if config.track_memory else None
+        loop.run(bar)
+        if loop.memory is not None:
             result.tensor_memory = loop.memory.to_dict()
-        else:
-            loop.run(bar)
         evaluated = time.perf_counter()
         if result.evaluations and result.evaluations[-1]["step"] == state.step and not config.generate:
             result.final_metrics = result.evaluations[-1]["dev"]
@@ -263,6 +261,7 @@ class _Loop:
         self.window_steps, self.window_examples = 0, 0
         self.resumed: tuple[Path, dict[str, Any]] | None = None  # (checkpoint, its state.json) after resume()
         self.memory: TensorPeakTracker | None = None  # counts live tensor bytes when set (track_memory)
+        self.tracked_size = 0  # rows × tokens of the biggest batch the tracker has counted
         self.bar = ProgressBar(total, enabled=False)
 
     @property
@@ -324,21 +323,22 @@ class _Loop:
                    for mine in map(self.ddp.shard, rows)]
         local_items = [loss_items(b["labels"]) if b is not None else 0 for b in batches]
         step_items = max(1, sum(self.ddp.sum_counts(local_items)))
-        for batch, items in zip(batches, local_items):
-            if batch is None:
-                continue
-            batch = {k: v.to(self.ddp.device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(self.ddp.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                loss = self.model(**batch).loss.float() * (items / step_items)
-            loss.backward()
-            self.window_loss += loss.detach()
-        self.ddp.reduce_gradients(self.params)
-        if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
-        state.optimizer.step()
-        if self.memory is not None:  # the step's gradients and optimizer state are still alive
-            self.memory.end_of_step(self.params, shape=max((tuple(b["input_ids"].shape) for b in batches
-                                                            if b is not None), default=(0, 0)))
+        shape = max((tuple(b["input_ids"].shape) for b in batches if b is not None), default=(0, 0))
+        with self._memory_scope(shape):
+            for batch, items in zip(batches, local_items):
+                if batch is None:
+                    continue
+                batch = {k: v.to(self.ddp.device, non_blocking=True) for k, v in batch.items()}
+                with torch.autocast(self.ddp.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                    loss = self.model(**batch).loss.float() * (items / step_items)
+                loss.backward()
+                self.window_loss += loss.detach()
+            self.ddp.reduce_gradients(self.params)
+            if config.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
+            state.optimizer.step()
+            if self.memory is not None:  # the step's gradients and optimizer state are still alive
+                self.memory.end_of_step(self.params, shape=shape)
         state.scheduler.step()
         state.optimizer.zero_grad(set_to_none=True)
         state.step += 1
@@ -349,6 +349,20 @@ class _Loop:
         self.result.steps, self.result.epochs = state.step, self.epoch
         self.step_times.append(time.perf_counter() - started)
         self.bar.advance()
+
+    def _memory_scope(self, shape: tuple[int, ...]):
+        """The tracker, for the steps that can set a new peak; else nothing.
+
+        Counting every op costs Python time, so only these steps are counted: the first two (the
+        optimizer state appears in the first) and every step whose batch is bigger than any
+        counted before. A step with a batch no bigger than a counted one holds no more tensors:
+        what lives across steps (weights, optimizer state) is counted from the first step on.
+        """
+        size = shape[0] * shape[1] if len(shape) > 1 else 0
+        if self.memory is None or (self.state.step >= 2 and size <= self.tracked_size):
+            return contextlib.nullcontext()
+        self.tracked_size = max(self.tracked_size, size)
+        return self.memory
 
     def _window_sum(self) -> float:
         """The loss window summed over the ranks (a sync); afterwards rank 0 alone holds it."""

@@ -7,8 +7,12 @@ training step. `TensorPeakTracker` measures exactly that, on any device, from in
 
     tracker = TensorPeakTracker(model, optimizer)
     with tracker:                       # a TorchDispatchMode: sees every op's outputs
-        ... training steps, each ending with tracker.end_of_step(params) before zero_grad ...
+        ... a training step, ending with tracker.end_of_step(params) before zero_grad ...
     tracker.peak_bytes, tracker.split   # {"weights", "gradients", "optimizer", "activations"}
+
+The tracker may be entered for some steps and not others (the training loop counts only the
+steps that can set a new peak): storages it counted stay counted until they are freed, whenever
+that happens, and each entry counts the model's and optimizer's storages it has not seen yet.
 
 Bytes are counted per *storage* (views share their base's bytes), from the moment an op returns
 it until the storage is freed (a weakref callback: PyTorch keeps a storage's Python object alive
