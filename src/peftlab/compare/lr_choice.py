@@ -12,8 +12,8 @@ probe (quick profile): a cheap look at the start of the run. Each candidate rate
     literature rate × `PROBE_FACTORS`) trains the first `PROBE_FRACTION` of the budget's steps,
     on the budget's own schedule (same warmup, decay still aimed at the last step), from the same
     seeded start; each is scored by its validation LOSS on at most `PROBE_ROWS` rows (a loss
-    moves before accuracy does and is less noisy on few rows). The lowest loss wins; a candidate
-    whose loss becomes non-finite is out. The probe runs inside the first seed's training worker
+    moves before accuracy does and is less noisy on few rows). The lowest loss wins (on a tie,
+    the literature rate); a candidate whose loss becomes non-finite is out. The probe runs inside the first seed's training worker
     and the winner's run is not thrown away: it leaves a checkpoint (`peftlab.train.checkpoint`)
     at its last step, and the reported run resumes from it, which continues it exactly. The probe
     thus costs only the other candidates' steps: (len(PROBE_FACTORS) − 1) × PROBE_FRACTION of a
@@ -25,6 +25,7 @@ sweep (tuned profile): `sweep.run_sweep`, a whole-budget run per rate of a grid 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +68,22 @@ def run_probe(plan: ComparePlan, method: MethodPlan, task, loaded, progress: boo
               checkpoints: Path) -> dict[str, Any]:
     """Score each candidate rate by validation loss after the first `probe_steps` steps; the
     record's `resume_from` is the winner's checkpoint at that step."""
+    began = time.perf_counter()
     tuning, validation = sweep_task(task, plan.budget.validation_fraction, plan.seed)
     scored = validation[:PROBE_ROWS]
     points = [train_at(plan, method, loaded, tuning, scored, rate, steps=probe_steps(plan), metric="loss",
                        progress=progress, checkpoints=checkpoints / f"lr-{rate:g}")
               for rate in candidate_rates(plan, method)]
     chosen = choose(points, lower_is_better=True)
+    literature = next((p for p in points if p["learning_rate"] == float(f"{method.learning_rate:.3g}")), None)
+    if literature is not None and chosen is not None and literature["score"] == min(
+            p["score"] for p in points if p["score"] is not None and not p["diverged"]):
+        chosen = literature["learning_rate"]  # a tie is no evidence against the published rate
     return {"kind": "probe", "metric": "loss", "points": sorted(points, key=lambda p: p["learning_rate"]),
             "chosen": chosen, "resume_from": next((p["checkpoint"] for p in points if p["learning_rate"] == chosen),
                                                   None),
-            "validation_rows": len(scored), "train_rows": len(tuning.train), "steps": probe_steps(plan), "seeds": 1}
+            "validation_rows": len(scored), "train_rows": len(tuning.train), "steps": probe_steps(plan), "seeds": 1,
+            "wall_s": time.perf_counter() - began}
 
 
 def choose_rate(plan: ComparePlan, method: MethodPlan, progress: bool) -> dict[str, Any]:

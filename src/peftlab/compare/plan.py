@@ -100,7 +100,11 @@ def _check_count(name: str, value: Any) -> None:
 # task is scored on its first 50 dev prompts. Measured durations are in the README.
 # tuned: the same budget after a full learning-rate sweep per method (3-5 extra runs each).
 QUICK = Budget(steps=100, batch_size=16, max_length=None, max_dev=None, max_dev_prompts=50, lr_choice="probe")
+# preview: a first table in a few minutes (worker starts, 20 steps, a short timing phase): costs,
+# memory and speed are real, quality is not meaningful yet (the report says no method learned).
 PROFILES = {
+    "preview": dataclasses.replace(QUICK, steps=20, max_dev=256, max_dev_prompts=10, lr_choice="literature",
+                                   timing_seconds=30.0, timing_min_rounds=3, timing_steps=1, latency_reps=2),
     "quick": QUICK,
     "tuned": dataclasses.replace(QUICK, lr_choice="sweep"),
     "full": Budget(steps=375, batch_size=32, max_length=None, max_length_cap=512, max_dev=None,
@@ -237,7 +241,7 @@ def make_plan(*, model: str = "minilm", data: str = "sst2", columns: dict[str, s
               seed: int = 0, threads: int | None = None, device: str = "auto",
               max_train: int | None = None, max_dev: int | None = None, tune_lr: bool = False,
               lr_choice: str | None = None, seeds: int | None = None, sweep_seeds: int | None = None,
-              max_length: int | None = None) -> ComparePlan:
+              max_length: int | None = None, timing_seconds: float | None = None) -> ComparePlan:
     """The plan of a comparison from command-line choices (see `Budget` and `LITERATURE`).
 
     `tune_lr` is `lr_choice="sweep"`; unset arguments keep the profile's values."""
@@ -245,7 +249,7 @@ def make_plan(*, model: str = "minilm", data: str = "sst2", columns: dict[str, s
     if tune_lr:
         lr_choice = "sweep"
     given = {"steps": steps, "max_train": max_train, "max_dev": max_dev, "lr_choice": lr_choice,
-             "seeds": seeds, "sweep_seeds": sweep_seeds, "max_length": max_length}
+             "seeds": seeds, "sweep_seeds": sweep_seeds, "max_length": max_length, "timing_seconds": timing_seconds}
     budget = dataclasses.replace(PROFILES[profile], **{k: v for k, v in given.items() if v is not None})
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -152,13 +152,15 @@ def _lr_section(results: dict[str, Any]) -> str:
            "a sweep: each rate trains the whole budget")
     seeds = f" ({first['seeds']} seeds per rate, mean ± sd)" if first.get("seeds", 1) > 1 else ""
     total = sum(r["config"]["lr_choice"].get("wall_s", 0.0) for r in chosen)
+    after = ("The first seed's reported run continues the winning probe from its last step." if kind == "probe" else
+             "The reported runs train on the same rows, from the same seeded start, at the chosen rate. A best rate "
+             "on the grid's edge extends the search one step further out (⁺). \"validation − dev\" is the chosen "
+             "rate's validation score minus the reported dev score: a positive gap is the winner's curse of "
+             "choosing on a small split.")
     return (f"## Learning rates ({kind})\n\nEach method's rate was chosen by {how}{seeds} on the "
             f"{first.get('train_rows', '?')} training rows left after carving a validation split of "
             f"{first.get('validation_rows', '?')} rows, scored by validation {first.get('metric', '?')}; the dev "
-            "set was never read. The reported runs train on the same rows, from the same seeded start. A best rate "
-            "on the grid's edge extends the search one step further out (⁺). \"validation − dev\" is the "
-            "chosen rate's validation score minus the reported dev score: a positive gap is the winner's curse of "
-            f"choosing on a small split. The choice took {total:.0f} s in all.\n\n"
+            f"set was never read. {after} The choice took {total:.0f} s in all.\n\n"
             + f.table(["method", "rate → validation score", "chosen", "validation − dev", "wall s"], rows))
 
 
@@ -276,8 +278,12 @@ def _params_section(results: dict[str, Any]) -> str:
 def render_report(results: dict[str, Any]) -> str:
     info = results["run_info"]
     errors = [r for r in results["methods"] if r.get("error")]
+    progress = info.get("in_progress")
     parts = [
         f"# peftlab compare: {results['plan']['model']} on {results['plan']['data']}",
+        (f"**In progress**: {progress['finished']} of {progress['methods']} methods finished; the timing phase "
+         "and the remaining methods are still to run (this report is rewritten as they finish)."
+         if progress else ""),
         f"`{info['command']}`, started {info['started']}, wall time {info.get('wall_s', 0):.0f} s "
         f"(workers' CPU time {info.get('workers_cpu_s', 0):.0f} s); "
         + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),

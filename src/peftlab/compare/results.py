@@ -30,6 +30,9 @@
         "estimates": {"trainable_params", "percent", "file_bytes", "memory_mb": {...}, "settings", "error"},
         "error": null | {"phase": "train" | "timing" | "lr", "type", "message"}}]}
 
+While a comparison runs, results.json holds the methods finished so far (`run_info.in_progress`
+says how many of how many) and no timing yet.
+
 A method whose training worker failed keeps its record with `error` set and the measurements
 it has (none from training; step time and latency if the timing phase could run it).
 """
@@ -91,9 +94,12 @@ def _quality(runs: list[dict[str, Any]], analysis: dict[str, Any], method: str) 
 
 
 def method_record(plan: ComparePlan, method: str, run_info: dict[str, Any], runs: list[dict[str, Any]],
-                  timing: dict[str, Any], estimate: dict[str, Any], analysis: dict[str, Any]) -> dict[str, Any]:
-    """One method's record from its training runs (one per seed), the timing phase and its estimate."""
+                  timing: dict[str, Any] | None, estimate: dict[str, Any], analysis: dict[str, Any]) -> dict[str, Any]:
+    """One method's record from its training runs (one per seed), the timing phase (None: not yet
+    run) and its estimate."""
     planned = plan.method(method)
+    pending = timing is None  # the comparison is still running: the timing phase comes last
+    timing = timing or {}
     timed = timing.get("methods", {}).get(method) or {"error": {"type": "Missing", "message": "not timed"}}
     first = runs[0] if runs else {"error": {"type": "Missing", "message": "not trained"}}
     measurements: dict[str, Any] = {key: None for key in MEASUREMENT_KEYS}
@@ -103,7 +109,9 @@ def method_record(plan: ComparePlan, method: str, run_info: dict[str, Any], runs
     error = {"phase": "train", **failed} if failed else None
     if (planned.sweep or {}).get("error") and error is None and planned.sweep.get("chosen") is None:
         error = {"phase": "lr", **planned.sweep["error"]}
-    if timed.get("error"):
+    if pending:
+        pass
+    elif timed.get("error"):
         error = error or {"phase": "timing", **timed["error"]}
     else:
         ratios = timed.get("ratios", {})
@@ -121,15 +129,17 @@ def method_record(plan: ComparePlan, method: str, run_info: dict[str, Any], runs
 
 
 def assemble(plan: ComparePlan, run_info: dict[str, Any], trained: dict[str, list[dict[str, Any]]],
-             timing: dict[str, Any], estimates: dict[str, dict[str, Any]], analysis: dict[str, Any],
+             timing: dict[str, Any] | None, estimates: dict[str, dict[str, Any]], analysis: dict[str, Any],
              lengths: dict[str, Any] | None) -> dict[str, Any]:
+    """The results of `plan`'s methods; `timing` None while the comparison still runs (the report
+    so far, `run_info["in_progress"]`)."""
     records = [method_record(plan, m.method, run_info, trained.get(m.method, []), timing,
                              estimates.get(m.method, {}), analysis) for m in plan.methods]
-    shown_timing = {k: v for k, v in timing.items() if k not in ("methods", "base")}
-    shown_timing["base_latency"] = (timing.get("base") or {}).get("latency")
+    shown_timing = {k: v for k, v in (timing or {}).items() if k not in ("methods", "base")}
+    shown_timing["base_latency"] = ((timing or {}).get("base") or {}).get("latency")
     shown_quality = {k: v for k, v in analysis.items() if k != "methods"}
     return {"schema": SCHEMA, "run_info": run_info, "plan": plan.to_dict(), "lengths": lengths,
-            "timing": shown_timing, "quality": shown_quality, "reference_method": timing.get("reference"),
+            "timing": shown_timing, "quality": shown_quality, "reference_method": (timing or {}).get("reference"),
             "methods": records}
 
 

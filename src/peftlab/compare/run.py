@@ -26,10 +26,13 @@ import json
 import os
 import resource
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,10 +42,13 @@ from rich.console import Console
 from peftlab.compare import quality as quality_analysis
 from peftlab.compare.estimates import estimate_method
 from peftlab.compare.lengths import fit_max_length
+from peftlab.compare.eta import Eta, calibrate, phases
 from peftlab.compare.lr_choice import announce, candidate_rates
-from peftlab.compare.plan import REFERENCE_METHOD, ComparePlan
+from peftlab.compare.plan import REFERENCE_METHOD, ComparePlan, MethodPlan
 from peftlab.compare.results import assemble, versions
 from peftlab.compare.runs import load_compare_task
+from peftlab.compare.state import CompareState
+from peftlab.errors import PeftlabError
 from peftlab.io import write_json
 
 STDERR_TAIL = 2000  # characters of a crashed worker's stderr kept in its error message
@@ -107,27 +113,123 @@ def fit_lengths(plan: ComparePlan, console: Console) -> tuple[ComparePlan, dict[
     return dataclasses.replace(plan, budget=dataclasses.replace(budget, max_length=lengths["max_length"])), lengths
 
 
-def choose_rates(plan: ComparePlan, scratch: Path, console: Console, progress: bool,
-                 timeout: float | None) -> ComparePlan:
-    """The plan with each method's learning rate chosen by a sweep on the validation split (the
-    literature rate where the sweep failed, with the failure recorded)."""
-    console.print(announce(plan))
-    chosen, spent = [], 0.0
-    for index, method in enumerate(plan.methods, 1):
-        grid = ", ".join(f"{rate:g}" for rate in candidate_rates(plan, method))
-        console.rule(f"learning rate {index}/{len(plan.methods)} {method.method} ({plan.budget.lr_choice}): {grid}")
+class CompareInterrupted(PeftlabError):
+    """Ctrl-C or SIGTERM stopped a comparison; what finished is kept in its folder."""
+
+
+@dataclass
+class Comparison:
+    """One comparison in progress: its plan, saved state, time estimate and output."""
+
+    plan: ComparePlan
+    out_dir: Path
+    scratch: Path
+    state: CompareState
+    eta: Eta
+    console: Console
+    progress: bool
+    timeout: float | None
+    info: dict[str, Any]
+    lengths: dict[str, Any]
+
+    def phase(self, name: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
+        """Run one worker phase and book its time against the estimate."""
         began = time.perf_counter()
-        found = spawn({"phase": "lr", "plan": plan.to_dict(), "method": method.method, "progress": progress},
-                      scratch, f"lr-{method.method}", timeout)
-        found["wall_s"] = time.perf_counter() - began
-        spent += found["wall_s"]
-        if index < len(plan.methods):
-            console.print(f"{method.method}: lr {found.get('chosen') or method.learning_rate:g} in "
-                          f"{found['wall_s']:.0f} s; about {spent / index * (len(plan.methods) - index) / 60:.1f} "
-                          "min of rate choice left")
-        rate = found.get("chosen") or method.learning_rate
-        chosen.append(dataclasses.replace(method, learning_rate=rate, sweep=found))
-    return dataclasses.replace(plan, methods=tuple(chosen))
+        result = spawn(spec, self.scratch, label, self.timeout)
+        result["worker_wall_s"] = time.perf_counter() - began
+        self.eta.finish(name, result["worker_wall_s"])
+        return result
+
+    def choose_rates(self) -> None:
+        """Each method's learning rate chosen by a sweep on the validation split (the literature
+        rate where the sweep failed, with the failure recorded); finished sweeps are kept."""
+        self.console.print(announce(self.plan))
+        chosen = []
+        for index, method in enumerate(self.plan.methods, 1):
+            found = self.state.sweep(method.method)
+            if found is None:
+                grid = ", ".join(f"{rate:g}" for rate in candidate_rates(self.plan, method))
+                self.console.rule(f"learning rate {index}/{len(self.plan.methods)} {method.method} (sweep): {grid}")
+                found = self.phase(f"lr-{method.method}", {"phase": "lr", "plan": self.plan.to_dict(),
+                                                          "method": method.method, "progress": self.progress},
+                                   f"lr-{method.method}")
+                found["wall_s"] = found.pop("worker_wall_s")
+                self.state.save_sweep(method.method, found)
+                self.console.print(f"{method.method}: lr {found.get('chosen') or method.learning_rate:g} in "
+                                   f"{found['wall_s']:.0f} s · {self.eta.line()}")
+            chosen.append(dataclasses.replace(method, learning_rate=found.get("chosen") or method.learning_rate,
+                                              sweep=found))
+        self.plan = dataclasses.replace(self.plan, methods=tuple(chosen))
+
+    def train(self, keep_adapters: bool) -> dict[str, list[dict[str, Any]]]:
+        """Every method once per run seed, each run in its own worker, saved as it finishes; the
+        plan takes the rates the first seeds' probes chose (quick profile), which the later seeds
+        and the timing use. After each method the report so far is written."""
+        trained: dict[str, list[dict[str, Any]]] = {}
+        methods = list(self.plan.methods)
+        adapters = self.out_dir / "adapters" if keep_adapters else self.scratch / "adapters"
+        for index, method in enumerate(self.plan.methods, 1):
+            runs = self.state.runs(method.method)
+            if runs and runs[0].get("lr_choice"):
+                methods[index - 1] = _with_probe(method, runs[0]["lr_choice"])
+            for seed in self.plan.run_seeds[len(runs):]:
+                current = dataclasses.replace(self.plan, methods=tuple(methods))
+                self.console.rule(_run_title(current, index, methods[index - 1], seed))
+                folder = adapters / method.method / (f"seed-{seed}" if len(self.plan.run_seeds) > 1 else "")
+                result = self.phase(f"train-{method.method}-{seed}",
+                                    {"phase": "train", "plan": current.to_dict(), "method": method.method,
+                                     "seed": seed, "adapter_dir": str(folder), "progress": self.progress},
+                                    f"train-{method.method}-{seed}")
+                if result.get("lr_choice"):
+                    methods[index - 1] = _with_probe(method, result["lr_choice"])
+                if "error" in result:
+                    self.console.print(f"[red]{method.method} failed:[/red] {result['error']['message'][:500]}")
+                runs.append(result)
+                self.state.save_runs(method.method, runs)
+            trained[method.method] = runs
+            self.plan = dataclasses.replace(self.plan, methods=tuple(methods))
+            self.write(trained, timing=None, zero_shot=None)
+            self.console.print(f"{_finished_line(method.method, runs)} · {self.eta.line()}")
+        return trained
+
+    def write(self, trained: dict[str, list[dict[str, Any]]], timing: dict[str, Any] | None,
+              zero_shot: dict[str, Any] | None) -> dict[str, Any]:
+        """results.json, report.md and charts of what has finished (timing None: still pending)."""
+        from peftlab.compare.charts import write_charts
+        from peftlab.compare.report import write_report
+
+        done = dataclasses.replace(self.plan, methods=tuple(m for m in self.plan.methods if m.method in trained))
+        task = (timing or {}).get("task") or next(
+            (r["task"] for runs in trained.values() for r in runs if "task" in r), {})
+        facts, baseline = _baseline(task, trained, zero_shot)
+        analysis = quality_analysis.analyse(
+            {name: [r["quality"] for r in runs if r.get("quality")] for name, runs in trained.items()},
+            kind=task.get("kind", "classification"), facts=facts, baseline=baseline, reference=REFERENCE_METHOD)
+        info = dict(self.info, task=task, wall_s=time.perf_counter() - self.eta.started,
+                    load_average_end=list(os.getloadavg()))
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # CPU seconds of all workers: unlike wall time, barely affected by other jobs on the machine.
+        info["workers_cpu_s"] = children.ru_utime + children.ru_stime
+        if timing is None:
+            info["in_progress"] = {"finished": len(done.methods), "methods": len(self.plan.methods)}
+        results = assemble(done, info, trained, timing, _estimates(done, trained, timing or {}, task), analysis,
+                           self.lengths)
+        write_json(self.out_dir / "results.json", results)
+        write_charts(results, self.out_dir / "charts")
+        write_report(results, self.out_dir / "report.md")
+        return results
+
+
+def _with_probe(method: MethodPlan, found: dict[str, Any]) -> MethodPlan:
+    return dataclasses.replace(method, learning_rate=found.get("chosen") or method.learning_rate, sweep=found)
+
+
+def _run_title(plan: ComparePlan, index: int, method: MethodPlan, seed: int) -> str:
+    fields = ", ".join(f"{k}={v}" for k, v in method.fields.items())
+    rate = (f"lr probe {', '.join(f'{r:g}' for r in candidate_rates(plan, method))}"
+            if plan.budget.lr_choice == "probe" and method.sweep is None else f"lr {method.learning_rate:g}")
+    seeds = f"  seed {seed}" if len(plan.run_seeds) > 1 else ""
+    return f"[{index}/{len(plan.methods)}] {method.method}  {rate}" + (f"  {fields}" if fields else "") + seeds
 
 
 def _finished_line(name: str, runs: list[dict[str, Any]]) -> str:
@@ -136,41 +238,6 @@ def _finished_line(name: str, runs: list[dict[str, Any]]) -> str:
     step = next((r["train"]["in_run_step_ms"].get("median") for r in runs if r.get("train")), None)
     shown = ", ".join(f"{s:.4g}" for s in scores) or "–"
     return f"{name}: dev {metric} {shown}" + (f"; in-run step {step:.0f} ms" if step else "")
-
-
-def train_methods(plan: ComparePlan, scratch: Path, adapters: Path, console: Console, progress: bool,
-                  timeout: float | None) -> tuple[ComparePlan, dict[str, list[dict[str, Any]]]]:
-    """Every method once per run seed, each run in its own worker; the plan comes back with the
-    rates the first seeds' probes chose (quick profile), which the later seeds and timing use."""
-    trained: dict[str, list[dict[str, Any]]] = {}
-    methods = list(plan.methods)
-    for index, method in enumerate(plan.methods, 1):
-        fields = ", ".join(f"{k}={v}" for k, v in method.fields.items())
-        runs = []
-        for seed in plan.run_seeds:
-            current = dataclasses.replace(plan, methods=tuple(methods))
-            seeds = f"  seed {seed}" if len(plan.run_seeds) > 1 else ""
-            rate = (f"lr probe {', '.join(f'{r:g}' for r in candidate_rates(plan, method))}"
-                    if plan.budget.lr_choice == "probe" and methods[index - 1].sweep is None
-                    else f"lr {methods[index - 1].learning_rate:g}")
-            console.rule(f"[{index}/{len(plan.methods)}] {method.method}  {rate}" + (f"  {fields}" if fields else "")
-                         + seeds)
-            began = time.perf_counter()
-            folder = adapters / method.method / (f"seed-{seed}" if len(plan.run_seeds) > 1 else "")
-            result = spawn({"phase": "train", "plan": current.to_dict(), "method": method.method, "seed": seed,
-                            "adapter_dir": str(folder), "progress": progress},
-                           scratch, f"train-{method.method}-{seed}", timeout)
-            result["worker_wall_s"] = time.perf_counter() - began
-            if result.get("lr_choice"):
-                found = result["lr_choice"]
-                methods[index - 1] = dataclasses.replace(method, learning_rate=found["chosen"] or method.learning_rate,
-                                                         sweep=found)
-            if "error" in result:
-                console.print(f"[red]{method.method} failed:[/red] {result['error']['message'][:500]}")
-            runs.append(result)
-        trained[method.method] = runs
-        console.print(_finished_line(method.method, runs))
-    return dataclasses.replace(plan, methods=tuple(methods)), trained
 
 
 def _estimates(plan: ComparePlan, trained: dict[str, list[dict[str, Any]]], timing: dict[str, Any],
@@ -203,53 +270,72 @@ def _baseline(task: dict[str, Any], trained: dict[str, list[dict[str, Any]]],
 
 
 def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True, keep_adapters: bool = False,
-                command: str | None = None, console: Console | None = None,
-                worker_timeout: float | None = None) -> dict[str, Any]:
-    """Run `plan`, write results.json, report.md and charts into `out_dir`; return the results."""
-    from peftlab.compare.charts import write_charts
-    from peftlab.compare.report import console_table, write_report
+                command: str | None = None, console: Console | None = None, worker_timeout: float | None = None,
+                resume: bool = False) -> dict[str, Any]:
+    """Run `plan`, write results.json, report.md and charts into `out_dir`; return the results.
+
+    What finishes is saved in `out_dir/runs` as it goes (`state.py`) and the report so far is
+    rewritten after each method; `resume` continues a comparison stopped there. Ctrl-C or SIGTERM
+    stop the running worker and raise `CompareInterrupted` with what was kept.
+    """
+    from peftlab.compare.report import console_table
 
     console = console or Console(quiet=not progress)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = run_info(plan, command)
-    started = time.perf_counter()
     plan, lengths = fit_lengths(plan, console)
-    zero_shot = None
-    with tempfile.TemporaryDirectory(prefix="peftlab-compare-") as scratch_name:
-        scratch = Path(scratch_name)
-        if plan.budget.lr_choice == "sweep":
-            plan = choose_rates(plan, scratch, console, progress, worker_timeout)
-        elif plan.budget.lr_choice == "probe":
-            console.print(announce(plan))
-        adapters = out_dir / "adapters" if keep_adapters else scratch / "adapters"
-        plan, trained = train_methods(plan, scratch, adapters, console, progress, worker_timeout)
-        console.rule(f"timing: {len(plan.methods)} methods interleaved, rounds until every ratio is known "
-                     f"to ±5 % (at most {plan.budget.timing_seconds:.0f} s)")
-        timing = spawn({"phase": "timing", "plan": plan.to_dict(), "progress": progress}, scratch, "timing",
-                       worker_timeout)
-        task = timing.get("task") or next((r["task"] for runs in trained.values() for r in runs if "task" in r), {})
-        if task.get("kind") == "causal-lm":
-            console.rule("zero-shot: the base model on the dev set without training")
-            zero_shot = spawn({"phase": "baseline", "plan": plan.to_dict()}, scratch, "baseline", worker_timeout)
-    if "error" in timing:
-        console.print(f"[red]timing phase failed:[/red] {timing['error']['message'][:500]}")
-        timing = {"methods": {m.method: {"error": timing["error"]} for m in plan.methods}, "base": {}}
-
-    facts, baseline = _baseline(task, trained, zero_shot)
-    analysis = quality_analysis.analyse(
-        {name: [r["quality"] for r in runs if r.get("quality")] for name, runs in trained.items()},
-        kind=task.get("kind", "classification"), facts=facts, baseline=baseline, reference=REFERENCE_METHOD)
-    estimates = _estimates(plan, trained, timing, task)
-    info["task"] = task
-    info["wall_s"] = time.perf_counter() - started
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    # CPU seconds of all workers: unlike wall time, barely affected by other jobs on the machine.
-    info["workers_cpu_s"] = children.ru_utime + children.ru_stime
-    info["load_average_end"] = list(os.getloadavg())
-    results = assemble(plan, info, trained, timing, estimates, analysis, lengths)
-    write_json(out_dir / "results.json", results)
-    write_charts(results, out_dir / "charts")
-    write_report(results, out_dir / "report.md")
+    state = CompareState(out_dir)
+    if resume:
+        state.resume(plan)
+        console.print(f"resuming the comparison in {out_dir}: finished runs are kept")
+    else:
+        state.start(plan, lengths, info["command"])
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        calibration = calibrate(plan, lengths)
+        eta = Eta(phases(plan, calibration))
+        console.print(f"estimated duration: about {eta.total_s / 60:.0f} min (a training step of full fine-tuning "
+                      f"takes {calibration['step_s'] * 1000:.0f} ms here now)")
+        with tempfile.TemporaryDirectory(prefix="peftlab-compare-") as scratch_name:
+            run = Comparison(plan, out_dir, Path(scratch_name), state, eta, console, progress, worker_timeout,
+                             info, lengths)
+            trained, timing, zero_shot = _run_phases(run, keep_adapters)
+    except KeyboardInterrupt:
+        finished = sum(1 for m in plan.methods if len(state.runs(m.method)) == len(plan.run_seeds))
+        raise CompareInterrupted(f"interrupted: {finished} of {len(plan.methods)} methods finished and are kept in "
+                                 f"{out_dir} (report so far: {out_dir / 'report.md'}); continue with the same options "
+                                 f"and --resume {out_dir}") from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    results = run.write(trained, timing, zero_shot)
     console.print(console_table(results))
     return results
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_phases(run: Comparison, keep_adapters: bool):
+    """Learning rates, training runs, timing and (generation) the zero-shot floor."""
+    if run.plan.budget.lr_choice == "sweep":
+        run.choose_rates()
+    elif run.plan.budget.lr_choice == "probe":
+        run.console.print(announce(run.plan))
+    trained = run.train(keep_adapters)
+    run.console.rule(f"timing: {len(run.plan.methods)} methods interleaved, rounds until every ratio is known "
+                     f"to ±5 % (at most {run.plan.budget.timing_seconds:.0f} s)")
+    timing = run.phase("timing", {"phase": "timing", "plan": run.plan.to_dict(), "progress": run.progress}, "timing")
+    zero_shot = None
+    task = timing.get("task") or next((r["task"] for runs in trained.values() for r in runs if "task" in r), {})
+    if task.get("kind") == "causal-lm":
+        run.console.rule("zero-shot: the base model on the dev set without training")
+        zero_shot = run.phase("baseline", {"phase": "baseline", "plan": run.plan.to_dict()}, "baseline")
+    if "error" in timing:
+        run.console.print(f"[red]timing phase failed:[/red] {timing['error']['message'][:500]}")
+        timing = {"methods": {m.method: {"error": timing["error"]} for m in run.plan.methods}, "base": {}}
+    run.console.print(run.eta.line())
+    return trained, timing, zero_shot
