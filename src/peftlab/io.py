@@ -196,13 +196,16 @@ def replace_folder(destination: str | os.PathLike,
         (temporary / CARRIED).unlink(missing_ok=True)
         temporary.rename(destination)
         fsync_folder(destination.parent)
-    except BaseException:
+    except BaseException as error:
         if not destination.exists() and retired.is_dir():
             retired.rename(destination)
         if destination.is_dir():
             for name in _carried(temporary):
                 if (temporary / name).exists() and not (destination / name).exists():
                     (temporary / name).rename(destination / name)
+        if isinstance(error, OSError):  # the disk or the permissions, not the caller
+            raise PeftlabError(f"could not write {destination} ({error.strerror or error}): check the free space and "
+                               "permissions there; the folder was left as it was") from None
         raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -228,14 +231,17 @@ def _fsync_tree(folder: Path) -> None:
     fsync_folder(folder)
 
 
-def check_writable_folder(folder: str | os.PathLike, flag: str) -> Path:
+def check_writable_folder(folder: str | os.PathLike, flag: str, *, replaced: bool = True) -> Path:
     """Refuse (one line) an output folder that is a file or cannot be written, before any work is done.
 
-    The folder's parent is created and a probe file written there (where the new folder is
-    assembled); permissions are tried rather than predicted, so ACLs and read-only mounts count.
-    Temporaries a killed earlier write left next to it are cleaned up.
+    The folder's parent is created and a probe file written there (where a folder `replaced`
+    whole is assembled); permissions are tried rather than predicted, so ACLs and read-only
+    mounts count. Temporaries a killed earlier write left next to it are cleaned up.
     """
     folder = Path(os.path.abspath(folder))
+    if replaced and Path.cwd().is_relative_to(folder):
+        raise PeftlabError(f"{flag} {folder} holds the current directory, which cannot be replaced by a new folder: "
+                           "choose a folder below it")
     if folder.exists() and not folder.is_dir():
         raise PeftlabError(f"{flag} {folder} is an existing file: choose a folder path (new or a folder peftlab wrote)")
     existing = next(p for p in (folder, *folder.parents) if p.exists())

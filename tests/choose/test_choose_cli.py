@@ -48,7 +48,7 @@ def test_from_report(tmp_path):
 ERRORS = [
     (["--task", "summarize"], "unknown task type 'summarize'; use one of: classification, "
                               "instruction-following, domain-adaptation, style-persona, code-generation, generation"),
-    (["--task", "generation", "--memory", "lots"], "--memory 'lots' is not a number of GB or 'cpu'"),
+    (["--task", "generation", "--memory", "lots"], "--memory 'lots' is not a number of GB > 0 or 'cpu'"),
     (["--task", "generation", "--goal", "fast"], "unknown goal 'fast'; use one of:"),
     (["--task", "generation", "--model", "llama-99b"], "unknown model 'llama-99b'"),
     (["--task", "generation", "--from-report", "no/such/folder"], "report folder no/such/folder not found"),

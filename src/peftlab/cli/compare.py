@@ -45,7 +45,9 @@ def compare_command(
     """Train every method on the same budget and measure parameters, memory, speed, latency and quality."""
     from peftlab.cli.main import command_line
     from peftlab.compare import make_plan, run_compare
+    from peftlab.io import check_writable_folder
 
+    check_writable_folder(out, "--out", replaced=False)  # before an hour of training, not after
     columns = {"text_col": text_col, "text_pair_col": text_pair_col, "label_col": label_col,
                "prompt_col": prompt_col, "target_col": target_col}
     plan = make_plan(model=model, data=data, columns=columns, methods=methods, profile=profile, steps=steps,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import struct
 from collections.abc import Iterator, Sequence
@@ -95,6 +96,8 @@ def _parameters_on_meta() -> Iterator[None]:
     finally:
         nn.Module.register_parameter = original
 
+
+log = logging.getLogger(__name__)
 
 # Every dtype a safetensors header may name, with its size in bytes; only float ones load as weights.
 _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -227,12 +230,13 @@ class _Checkpoint:
             raise _CorruptFile(path, problem)
         return tensor
 
-    def read_for(self, path: str) -> torch.Tensor:
-        """The checkpoint tensor of model parameter `path` (one that must be there)."""
+    def read_for(self, path: str, shape: torch.Size) -> torch.Tensor:
+        """The checkpoint tensor of model parameter `path`, which must be there with `shape`."""
         key = self.key_for(path)
-        if key is None:
-            raise PeftlabError(f"the model files have no tensor for {path}: they belong to another architecture; "
-                               "load the folder the model's config.json came with")
+        if key is None or self.entries[key][2]["shape"] != list(shape):
+            found = "no tensor" if key is None else f"shape {tuple(self.entries[key][2]['shape'])}"
+            raise PeftlabError(f"the model files have {found} for {path} {tuple(shape)}: they belong to another "
+                               "architecture; load the folder the model's config.json came with")
         return self.read(key)
 
 
@@ -253,15 +257,18 @@ def load_quantized(folder: str | Path, model_class, config, *, modules: str | Se
     checkpoint = _Checkpoint(Path(folder), getattr(model, "base_model_prefix", ""))
     for path in quantizable_paths(model, modules):
         layer = model.get_submodule(path)
-        weight = checkpoint.read_for(f"{path}.weight")  # the one float layer in memory
-        bias = None if layer.bias is None else checkpoint.read_for(f"{path}.bias")
+        weight = checkpoint.read_for(f"{path}.weight", layer.weight.shape)  # the one float layer in memory
+        bias = None if layer.bias is None else checkpoint.read_for(f"{path}.bias", layer.bias.shape)
         replace_module(model, path, Linear4bit.from_weight(
             weight.t() if isinstance(layer, Conv1D) else weight, bias, block_size=block_size,
             double_quant=double_quant, compute_dtype=compute_dtype, from_conv1d=isinstance(layer, Conv1D)))
         del weight
     for name, param in model.named_parameters():
         key = checkpoint.key_for(name)
-        if param.device.type == "meta" and key is not None:
+        if key is not None and checkpoint.entries[key][2]["shape"] != list(param.shape):
+            log.warning("%s: the saved %s does not fit %s: initialised afresh (train it)", folder, key,
+                        tuple(param.shape))  # a classifier head for another number of labels
+        elif param.device.type == "meta" and key is not None:
             owner_path, _, attr = name.rpartition(".")
             owner = model.get_submodule(owner_path)
             owner._parameters[attr] = nn.Parameter(checkpoint.read(key).to(param.dtype))
