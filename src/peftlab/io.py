@@ -172,7 +172,7 @@ def replace_folder(destination: str | os.PathLike,
     replaces `destination` whole. Entries of the old folder for which `carry(entry)` holds (and
     that the new folder does not hold) are moved into the new one first. A failed block leaves
     `destination` as it was."""
-    destination = Path(os.path.abspath(destination))
+    destination = Path(os.path.realpath(destination))  # a link to a folder: the folder is replaced
     if destination.exists() and not destination.is_dir():
         raise PeftlabError(f"{destination} is a file, not a folder: choose a folder path")
     if Path.cwd().is_relative_to(destination):
