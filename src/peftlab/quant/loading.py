@@ -147,9 +147,14 @@ def read_safetensors_header(path: Path) -> tuple[int, dict[str, dict[str, Any]]]
             raise _CorruptFile(path, f"tensor {key!r} has data_offsets {offsets!r}, not [start, end]")
         start, stop = offsets
         itemsize = _SAFETENSORS_DTYPES[entry["dtype"]].itemsize
-        if start != position or stop - start != math.prod(shape) * itemsize or stop > end_of_data:
-            raise _CorruptFile(path, f"tensor {key!r} claims bytes {start}..{stop} for {entry['dtype']} {shape}, "
-                                     f"which do not follow the previous tensor within {end_of_data} data bytes")
+        if stop - start != math.prod(shape) * itemsize:
+            raise _CorruptFile(path, f"tensor {key!r} has {stop - start} bytes, {entry['dtype']} {shape} needs "
+                                     f"{math.prod(shape) * itemsize}")
+        if start != position:
+            raise _CorruptFile(path, f"tensor {key!r} starts at byte {start}, the previous one ends at {position}")
+        if stop > end_of_data:
+            raise _CorruptFile(path, f"tensor {key!r} ends at data byte {stop}, past the {end_of_data} the file holds "
+                                     "(the file was cut short)")
         position = stop
     if position != end_of_data:
         raise _CorruptFile(path, f"its tensors cover {position} of {end_of_data} data bytes (the file was cut "
