@@ -166,12 +166,13 @@ def recover_folder(destination: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def replace_folder(destination: str | os.PathLike,
-                   carry: Callable[[Path], bool] = lambda entry: False) -> Iterator[Path]:
+def replace_folder(destination: str | os.PathLike, carry: Callable[[Path], bool] = lambda entry: False, *,
+                   flush_files: bool = False) -> Iterator[Path]:
     """Yield an empty hidden sibling of `destination` to write into; when the block succeeds it
     replaces `destination` whole. Entries of the old folder for which `carry(entry)` holds (and
     that the new folder does not hold) are moved into the new one first. A failed block leaves
-    `destination` as it was."""
+    `destination` as it was. The new folders are flushed to disk before the swap; so are its
+    files with `flush_files` (for files other code wrote: peftlab's writers flush their own)."""
     destination = Path(os.path.realpath(destination))  # a link to a folder: the folder is replaced
     if destination.exists() and not destination.is_dir():
         raise PeftlabError(f"{destination} is a file, not a folder: choose a folder path")
@@ -185,7 +186,7 @@ def replace_folder(destination: str | os.PathLike,
     temporary.mkdir()
     try:
         yield temporary
-        _fsync_tree(temporary)
+        _fsync_tree(temporary, flush_files)
         if destination.is_dir():
             carried = [e.name for e in sorted(destination.iterdir())
                        if carry(e) and not (temporary / e.name).exists() and not _SIBLING.fullmatch(e.name)]
@@ -220,10 +221,10 @@ def fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
-def _fsync_tree(folder: Path) -> None:
-    """Flush every file and folder under `folder` (files written by other code, e.g. save_pretrained)."""
+def _fsync_tree(folder: Path, files: bool) -> None:
+    """Flush every folder under `folder`, and with `files` every file (ones save_pretrained wrote)."""
     for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
-        if path.is_file() and not path.is_symlink():
+        if files and path.is_file() and not path.is_symlink():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
         elif path.is_dir():

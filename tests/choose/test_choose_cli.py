@@ -68,3 +68,10 @@ def test_malformed_results_json_is_one_line(tmp_path):
     result = invoke("--task", "classification", "--from-report", str(tmp_path))
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert "measurements.peak_memory_bytes is missing" in result.stderr
+
+
+def test_choose_without_memory_prints_the_table():
+    """Found by the flag fuzz: the memory column was formatted before --memory was known to be given."""
+    result = runner.invoke(app, ["choose", "--task", "classification", "--model", "bert-base"])
+    assert result.exit_code == 0, result.output
+    assert "memory not given" in result.stdout

@@ -171,3 +171,16 @@ def test_saving_over_a_combination_replaces_it_whole_and_keeps_other_files(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
                                                           "notes.txt"]
     assert json.loads((tmp_path / "adapter_config.json").read_text())["r"] == 2
+
+
+def test_a_manifest_listing_the_head_carrier_second_is_refused_and_the_base_stays(combination):
+    """Found by the manifest fuzz: listed second, the lora part's head copy was written into the
+    base model's classifier (kept after delete_adapter)."""
+    manifest = _manifest(combination)
+    manifest["components"].reverse()
+    (combination / MANIFEST_NAME).write_text(json.dumps(manifest))
+    model = peftlab.PeftModel(tiny_model("bert"))
+    before = logits(model)
+    with pytest.raises(AdapterFileError, match="component 'lora' holds the head copy .* list it first"):
+        peftlab.load_adapter(model, combination)
+    torch.testing.assert_close(logits(model), before, rtol=0, atol=0)

@@ -76,7 +76,7 @@ def describe_config(candidate) -> str:
 
 def _print_recommendation(rec, console: Console) -> None:
     inputs = rec.inputs
-    memory = {"cpu": "cpu (no accelerator)", None: "not given"}.get(inputs.memory, f"{inputs.memory:g} GB")
+    memory = {"cpu": "cpu (no accelerator)", None: "not given"}.get(inputs.memory) or f"{inputs.memory:g} GB"
     table = Table(title=f"peftlab choose: {inputs.task} · model {rec.model or '—'} · memory {memory}")
     for column in ("#", "method", "configuration", "trainable", "train memory", "fits", "adapter file"):
         table.add_column(column, overflow="fold")

@@ -271,7 +271,7 @@ def _write_model_folder(model, tokenizer, out: Path) -> None:
     from peftlab.io import replace_folder
 
     transformers.utils.logging.disable_progress_bar()  # one line of our own is enough
-    with replace_folder(out) as temporary:
+    with replace_folder(out, flush_files=True) as temporary:
         model.save_pretrained(temporary)
         tokenizer.save_pretrained(temporary)
 

@@ -133,8 +133,12 @@ def _parts(folder: Path) -> list[tuple[dict[str, Any], Path]]:
 
 def _combination_config(parts: list[tuple[dict[str, Any], Path]]) -> CombinationConfig:
     components = []
-    for entry, part_folder in parts:
+    for index, (entry, part_folder) in enumerate(parts):
         _, config = method_and_config_from_file(read_adapter_config(part_folder))
+        if index > 0 and config.modules_to_save:  # its head copy would land in the base model
+            raise AdapterFileError(f"combination {part_folder.parent}: component {entry['name']!r} holds the head "
+                                   "copy (modules_to_save), which the first component carries: list it first in "
+                                   f"{MANIFEST_NAME}")
         components.append(Component(entry["name"], config, float(entry.get("lr_scale", 1.0))))
     return CombinationConfig(tuple(components), modules_to_save=components[0].config.modules_to_save)
 
