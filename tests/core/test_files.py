@@ -140,3 +140,18 @@ def test_saving_over_an_adapter_replaces_it_whole_and_keeps_other_files(saved):
     assert sorted(p.name for p in saved.iterdir()) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
     assert sorted(p.name for p in saved.parent.iterdir()) == ["adapter"]  # no temporaries
     assert json.loads((saved / CONFIG_NAME).read_text())["r"] == 2
+
+
+def test_a_base_weight_of_a_module_the_adapter_does_not_wrap_is_unexpected(saved):
+    """HF PEFT files may carry a targeted embedding's full weight; any other base weight in a file
+    would silently overwrite the base model, which delete_adapter could not undo."""
+    key = "base_model.model.bert.embeddings.word_embeddings.weight"
+    _rewrite_tensors(saved, lambda k, t: t)
+    tensors = load_file(saved / WEIGHTS_NAME)
+    tensors[key] = torch.zeros(128, 32)
+    save_file(tensors, saved / WEIGHTS_NAME)
+    base = tiny_model("bert")
+    before = base.bert.embeddings.word_embeddings.weight.detach().clone()
+    with pytest.raises(AdapterFileError, match=f"unexpected 1: {key}"):
+        peftlab.load_adapter(base, saved)
+    assert torch.equal(base.bert.embeddings.word_embeddings.weight, before)

@@ -89,3 +89,14 @@ def test_shard_names_stay_inside_the_folder(folder, shard):
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a.weight": shard}}))
     with pytest.raises(PeftlabError, match="model.safetensors.index.json: it names"):
         read_all(folder)
+
+
+def test_a_zero_size_tensor_sharing_its_offset_reads_in_any_header_order(tmp_path):
+    """Found by the header fuzz: entries were ordered by start offset only, so a zero-size tensor
+    listed after the tensor starting at the same offset looked like a gap."""
+    save_file({"a.weight": torch.ones(2), "b.empty": torch.zeros(0, 3)}, str(tmp_path / "model.safetensors"))
+    header, body = parts(tmp_path / "model.safetensors")
+    for order in (["a.weight", "b.empty"], ["b.empty", "a.weight"]):
+        write(tmp_path / "model.safetensors", {key: header[key] for key in order}, body)
+        got = read_all(tmp_path)
+        assert got["b.empty"].shape == (0, 3) and torch.equal(got["a.weight"], torch.ones(2))

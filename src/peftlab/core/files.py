@@ -171,14 +171,17 @@ def _check_keys(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor
                                "load it on the base model it was trained on")
 
 
-def _base_weights_in_file(peft_model: PeftModel, found: dict[str, torch.Tensor],
+def _base_weights_in_file(peft_model: PeftModel, name: str, found: dict[str, torch.Tensor],
                           expected: dict[str, torch.Tensor], root: str) -> dict[str, nn.Parameter]:
-    """File keys that are base-model weights (HF PEFT saves a targeted embedding's full weight)."""
+    """File keys that are base-model weights of a module the adapter wraps (HF PEFT saves a targeted
+    embedding's full weight); any other base weight in a file is an unexpected key, never loaded."""
     base = peft_model.base_parameters()
+    wrapped = {file_path(path) for path, _ in peft_model.adapter_layers(name)}
     extras = {}
     for key, tensor in found.items():
         path = file_path(key[len(root):]) if key.startswith(root) else None
-        if key not in expected and path in base and base[path].shape == tensor.shape:
+        if key not in expected and path in base and path.rpartition(".")[0] in wrapped \
+                and base[path].shape == tensor.shape:
             extras[key] = base[path]
     return extras
 
@@ -229,7 +232,7 @@ def fill_adapter(peft_model: PeftModel, name: str, found: dict[str, torch.Tensor
     """Copy the file tensors `found` (read from `source`) into the attached adapter `name`, strictly."""
     expected = adapter_state(peft_model, name)
     root = peft_model.method(name).hf_module_prefix
-    base_extras = _base_weights_in_file(peft_model, found, expected, root)
+    base_extras = _base_weights_in_file(peft_model, name, found, expected, root)
     _check_keys(expected, {k: v for k, v in found.items() if k not in base_extras}, source)
     _note_casts(source, {k: (found[k].dtype, v.dtype) for k, v in (expected | base_extras).items()})
     with torch.no_grad():

@@ -134,11 +134,14 @@ def read_safetensors_header(path: Path) -> tuple[int, dict[str, dict[str, Any]]]
             raise _CorruptFile(path, f"its header is not JSON ({error})") from None
     if not isinstance(header, dict):
         raise _CorruptFile(path, "its header is not a JSON object")
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise _CorruptFile(path, "its __metadata__ is not an object of strings")
     end_of_data = size - 8 - length
     position = 0
     for key, entry in sorted(header.items(), key=lambda item: _start(item[1])):
-        if not isinstance(entry, dict) or entry.get("dtype") not in _SAFETENSORS_DTYPES:
+        if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str) \
+                or entry["dtype"] not in _SAFETENSORS_DTYPES:
             raise _CorruptFile(path, f"tensor {key!r} has no known dtype")
         shape, offsets = entry.get("shape"), entry.get("data_offsets")
         if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
@@ -162,13 +165,13 @@ def read_safetensors_header(path: Path) -> tuple[int, dict[str, dict[str, Any]]]
     return 8 + length, header
 
 
-def _start(entry: Any) -> int:
-    """The start offset of a header entry, for ordering (malformed entries first, to be refused)."""
+def _start(entry: Any) -> tuple[int, int]:
+    """(start, end) offsets of a header entry, for ordering (malformed entries first, to be refused)."""
     try:
-        start = entry["data_offsets"][0]
-        return start if _is_count(start) else -1
-    except (TypeError, KeyError, IndexError):
-        return -1
+        start, stop = entry["data_offsets"]
+        return (start, stop) if _is_count(start) and _is_count(stop) else (-1, -1)
+    except (TypeError, KeyError, ValueError):
+        return (-1, -1)
 
 
 def _shard_files(folder: Path, index: Path) -> list[str]:
