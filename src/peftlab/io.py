@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -39,6 +40,7 @@ from peftlab.errors import PeftlabError
 # A name that stays inside its folder: word characters and '-', never '.', '/', '\\' or ':'.
 PLAIN_NAME = re.compile(r"\w[\w-]*")
 CARRIED = ".carried.json"
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -103,6 +105,16 @@ def tensor_problem(tensors: Mapping[str, torch.Tensor]) -> str | None:
     return None
 
 
+def note_casts(source: Path, dtypes: Mapping[str, tuple[torch.dtype, torch.dtype]]) -> None:
+    """Say once per file (a warning) when its float tensors are cast: `dtypes` maps each tensor
+    to (its dtype in the file, the dtype it is loaded as)."""
+    casts = sorted({(str(saved), str(used)) for saved, used in dtypes.values() if saved != used})
+    if casts:
+        changes = ", ".join(f"{saved} to {used}" for saved, used in casts).replace("torch.", "")
+        count = sum(saved != used for saved, used in dtypes.values())
+        log.warning("%s: %d tensor(s) cast from %s", source, count, changes)
+
+
 # --- whole folders ------------------------------------------------------------------------------
 _SIBLING = re.compile(r"\.(?P<name>.+)\.(?P<role>tmp|old)-(?P<pid>\d+)")
 
@@ -141,10 +153,9 @@ def recover_folder(destination: str | os.PathLike) -> None:
     destination = Path(os.path.abspath(destination))
     if not destination.parent.is_dir():
         return
-    for entry in destination.parent.iterdir():
-        match = _SIBLING.fullmatch(entry.name)
-        if not match or match["name"] != destination.name or not entry.is_dir():
-            continue
+    matches = [(match, entry) for entry in destination.parent.iterdir()
+               if (match := _SIBLING.fullmatch(entry.name)) and match["name"] == destination.name and entry.is_dir()]
+    for match, entry in sorted(matches, key=lambda item: item[0]["role"] != "tmp"):  # a swap to finish first
         pid = int(match["pid"])
         if pid == os.getpid() or process_alive(pid):
             continue

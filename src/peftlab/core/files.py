@@ -19,7 +19,6 @@ A combination of methods is saved as one folder of such folders (see `core/combi
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,13 @@ from peftlab.core.modules_to_save import ModulesToSave
 from peftlab.core.protocol import MethodConfig
 from peftlab.core.registry import get_method, method_for_hf_peft_type
 from peftlab.errors import AdapterFileError, PeftlabError
-from peftlab.io import replace_folder, tensor_problem, write_json, write_safetensors
+from peftlab.io import note_casts, replace_folder, tensor_problem, write_json, write_safetensors
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 MODULE_PREFIX = "base_model.model."
 
 # Hugging Face PEFT task types by the suffix of the transformers model class.
-log = logging.getLogger(__name__)
-
 _TASK_TYPES = (("ForSequenceClassification", "SEQ_CLS"), ("ForCausalLM", "CAUSAL_LM"),
                ("LMHeadModel", "CAUSAL_LM"), ("ForTokenClassification", "TOKEN_CLS"),
                ("ForQuestionAnswering", "QUESTION_ANS"))
@@ -186,15 +183,6 @@ def _base_weights_in_file(peft_model: PeftModel, name: str, found: dict[str, tor
     return extras
 
 
-def _note_casts(source: Path, dtypes: dict[str, tuple[torch.dtype, torch.dtype]]) -> None:
-    """Say once per file when its float tensors are cast to the model's float types."""
-    casts = sorted({(str(saved), str(used)) for saved, used in dtypes.values() if saved != used})
-    if casts:
-        changes = ", ".join(f"{saved} to {used}" for saved, used in casts).replace("torch.", "")
-        count = sum(saved != used for saved, used in dtypes.values())
-        log.warning("%s: %d tensor(s) cast from %s", source, count, changes)
-
-
 def read_config(folder: str | Path) -> MethodConfig:
     """The config of the adapter saved in `folder` (a CombinationConfig for a combination folder),
     without reading its tensors: enough to load the base model the way its method wants it."""
@@ -234,7 +222,7 @@ def fill_adapter(peft_model: PeftModel, name: str, found: dict[str, torch.Tensor
     root = peft_model.method(name).hf_module_prefix
     base_extras = _base_weights_in_file(peft_model, name, found, expected, root)
     _check_keys(expected, {k: v for k, v in found.items() if k not in base_extras}, source)
-    _note_casts(source, {k: (found[k].dtype, v.dtype) for k, v in (expected | base_extras).items()})
+    note_casts(source, {k: (found[k].dtype, v.dtype) for k, v in (expected | base_extras).items()})
     with torch.no_grad():
         for key, param in base_extras.items():
             param.copy_(found[key].to(param.dtype))

@@ -41,7 +41,7 @@ import torch
 
 from peftlab.core.model import PeftModel
 from peftlab.errors import ConfigError
-from peftlab.io import fsync_folder, process_alive, write_json, write_safetensors, write_text
+from peftlab.io import fsync_folder, note_casts, process_alive, write_json, write_safetensors, write_text
 from peftlab.train.checkpoint_verify import (
     CheckpointError, check_rng, check_scheduler, check_state, file_record, files_problem, optimizer_state,
     optional_numpy, read_tensors, recorded_files,
@@ -318,6 +318,7 @@ def restore(folder: Path, record: dict[str, Any], *, peft_model: PeftModel, opti
     except ValueError as error:
         raise CheckpointError(f"{folder / STATE}: {error}; resume from another checkpoint or start a new run") \
             from None
+    note_casts(folder / TRAINABLE, {name: (tensors[name].dtype, param.dtype) for name, param in params.items()})
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(tensors[name])
