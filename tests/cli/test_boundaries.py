@@ -260,3 +260,9 @@ def test_a_killed_retrain_leaves_the_old_or_the_new_run_never_a_mix(paths, tmp_p
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 2
     result = invoke("eval", out, "--model", paths["model"], "--data", paths["data"])
     assert result.exit_code == 0, result.output
+
+
+def test_merge_refuses_an_out_that_holds_the_adapter(paths):
+    one_error_line(invoke("merge", paths["run"], "--model", paths["model"], "--out", paths["run"], "--overwrite"),
+                   "holds the adapter being merged, which --overwrite would delete")
+    assert (paths["run"] / "adapter_config.json").is_file()

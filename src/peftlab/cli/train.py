@@ -235,6 +235,9 @@ def merge_command(
     fields = read_adapter_config(adapter)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists already: choose a new folder or pass --overwrite")
+    if adapter.resolve().is_relative_to(out.resolve()):
+        raise ConfigError(f"--out {out} holds the adapter being merged, which --overwrite would delete: choose "
+                          "another folder")
     check_writable_folder(out, "--out")
     kind = _merge_kind(fields, kind)
     label_names = ((read_run(adapter) or {}).get("task") or {}).get("label_names") or []

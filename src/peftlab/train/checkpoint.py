@@ -248,7 +248,8 @@ def find_checkpoint(path: str | Path) -> Path:
         skipped.append(folder.name)
         log.warning("checkpoint %s fails verification (%s): skipped for the previous complete one", folder, problem)
     if skipped:
-        raise CheckpointError(f"no valid checkpoint in {directory}: {', '.join(skipped)} fail verification; "
+        raise CheckpointError(f"no valid checkpoint in {directory}: {', '.join(skipped)} "
+                              f"{'fails' if len(skipped) == 1 else 'fail'} verification; "
                               "start a new run (without --resume)")
     raise CheckpointError(f"no complete checkpoint in {directory}: start a new run (without --resume)")
 
