@@ -11,6 +11,7 @@ The rules live in `peftlab/choose/rules.json`; every reason printed cites its se
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -30,9 +31,12 @@ def parse_memory(text: str | None) -> float | str | None:
     if word == "cpu":
         return "cpu"
     try:
-        return float(word.removesuffix("gb").strip())
+        gigabytes = float(word.removesuffix("gb").strip())
     except ValueError:
-        raise ConfigError(f"--memory {text!r} is not a number of GB or 'cpu'; e.g. --memory 24") from None
+        gigabytes = math.nan
+    if not math.isfinite(gigabytes) or gigabytes <= 0:
+        raise ConfigError(f"--memory {text!r} is not a number of GB > 0 or 'cpu'; e.g. --memory 24")
+    return gigabytes
 
 
 def _size(n: int | None, unit: float, suffix: str) -> str:
@@ -72,7 +76,7 @@ def describe_config(candidate) -> str:
 
 def _print_recommendation(rec, console: Console) -> None:
     inputs = rec.inputs
-    memory = {"cpu": "cpu (no accelerator)", None: "not given"}.get(inputs.memory, f"{inputs.memory:g} GB")
+    memory = {"cpu": "cpu (no accelerator)", None: "not given"}.get(inputs.memory) or f"{inputs.memory:g} GB"
     table = Table(title=f"peftlab choose: {inputs.task} · model {rec.model or '—'} · memory {memory}")
     for column in ("#", "method", "configuration", "trainable", "train memory", "fits", "adapter file"):
         table.add_column(column, overflow="fold")

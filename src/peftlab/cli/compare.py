@@ -56,7 +56,10 @@ def compare_command(
     from peftlab.cli.main import command_line
     from peftlab.compare import make_plan, run_compare
     from peftlab.compare.run import CompareInterrupted
+    from peftlab.io import check_writable_folder
 
+    out = resume or out
+    check_writable_folder(out, "--out", replaced=False)  # before an hour of training, not after
     columns = {"text_col": text_col, "text_pair_col": text_pair_col, "label_col": label_col,
                "prompt_col": prompt_col, "target_col": target_col}
     plan = make_plan(model=model, data=data, columns=columns, methods=methods, profile=profile, steps=steps,
@@ -64,7 +67,6 @@ def compare_command(
                      lr_choice=lr_choice, seeds=seeds, sweep_seeds=sweep_seeds, max_length=max_length,
                      timing_seconds=timing_seconds)
     started = time.perf_counter()
-    out = resume or out
     try:
         results = run_compare(plan, out, progress=progress, keep_adapters=keep_adapters, resume=resume is not None,
                               command=shlex.join(command_line(ctx) or ["peftlab", *sys.argv[1:]]))

@@ -41,6 +41,7 @@ from peftlab.core.protocol import Capabilities, Method, MethodConfig, check_rang
 from peftlab.core.registry import get_method, make_config, method_for_config
 from peftlab.core.targets import replace_module
 from peftlab.errors import ConfigError
+from peftlab.io import PLAIN_NAME
 
 if TYPE_CHECKING:  # model.py imports this module
     from peftlab.core.model import PeftModel
@@ -60,8 +61,8 @@ class Component:
     lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.name or "." in self.name or SEPARATOR in self.name:
-            raise ConfigError(f"component name {self.name!r} is invalid: use a non-empty name without '.' or ':'")
+        if not isinstance(self.name, str) or not PLAIN_NAME.fullmatch(self.name):  # it names a folder on save
+            raise ConfigError(f"component name {self.name!r} is invalid: use letters, digits, '_' and '-' only")
         if not isinstance(self.config, MethodConfig):
             raise ConfigError(f"component {self.name!r}: config must be a method config, "
                               f"not {type(self.config).__name__}")

@@ -9,7 +9,10 @@
                                                                         (e.g. prompt_embeddings)
 
 Keys carry no adapter name, as Hugging Face PEFT writes them. Loading is strict: missing,
-unexpected and shape-mismatched keys are reported together, by category, in one error.
+unexpected and shape-mismatched keys are reported together, by category, in one error, and
+every tensor must be floating point and finite (a NaN adapter is refused, naming the tensor).
+A folder is written as one unit (assembled in a hidden sibling and swapped in, see
+`peftlab.io.replace_folder`), so an interrupted save never leaves a mix of two adapters.
 A combination of methods is saved as one folder of such folders (see `core/combination_files.py`).
 """
 
@@ -30,7 +33,7 @@ from peftlab.core.modules_to_save import ModulesToSave
 from peftlab.core.protocol import MethodConfig
 from peftlab.core.registry import get_method, method_for_hf_peft_type
 from peftlab.errors import AdapterFileError, PeftlabError
-from peftlab.io import write_json, write_safetensors
+from peftlab.io import note_casts, replace_folder, tensor_problem, write_json, write_safetensors
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -85,19 +88,31 @@ def adapter_file_config(peft_model: PeftModel, name: str) -> dict[str, Any]:
 
 
 def save_adapter(peft_model: PeftModel, folder: str | Path, name: str = "default") -> Path:
-    """Write adapter `name` to `folder` (created if needed); each file is written atomically.
+    """Write adapter `name` to `folder` (created if needed) as one unit: the adapter saved there
+    before is replaced whole; other entries of the folder stay.
 
-    A combination is written as one unit: a subfolder per component plus a manifest."""
+    A combination is written as a subfolder per component plus a manifest."""
+    from peftlab.core.combination_files import adapter_entries  # it imports this module
+
+    folder = Path(folder)
+    owned = adapter_entries(folder)
+    with replace_folder(folder, carry=lambda entry: entry.name not in owned) as temporary:
+        write_adapter(peft_model, temporary, name)
+    return folder
+
+
+def write_adapter(peft_model: PeftModel, folder: Path, name: str) -> None:
+    """Write adapter `name`'s files into the new folder `folder` (`save_adapter` swaps it into place)."""
     if name in peft_model.combinations:
-        from peftlab.core.combination_files import save_combination  # it imports this module
+        from peftlab.core.combination_files import write_combination  # it imports this module
 
-        return save_combination(peft_model, folder, name)
+        write_combination(peft_model, folder, name)
+        return
     if name not in peft_model.configs:
         raise PeftlabError(f"unknown adapter {name!r}: existing adapters are {list(peft_model.configs)}")
-    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     write_safetensors(folder / WEIGHTS_NAME, adapter_state(peft_model, name), metadata={"format": "pt"})
     write_json(folder / CONFIG_NAME, adapter_file_config(peft_model, name))
-    return folder
 
 
 def read_adapter_config(folder: str | Path) -> dict[str, Any]:
@@ -118,12 +133,17 @@ def read_adapter_config(folder: str | Path) -> dict[str, Any]:
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The adapter tensors in `path`, each floating point and finite (else one AdapterFileError)."""
     if not path.is_file():
         raise AdapterFileError(f"{path} is missing: an adapter folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise AdapterFileError(f"{path} is corrupt or not a safetensors file ({error}); re-save the adapter") from None
+    problem = tensor_problem(tensors)
+    if problem:
+        raise AdapterFileError(f"{path}: {problem}; the adapter cannot be used: retrain it or load another one")
+    return tensors
 
 
 def method_and_config_from_file(fields: dict[str, Any]):
@@ -148,14 +168,17 @@ def _check_keys(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor
                                "load it on the base model it was trained on")
 
 
-def _base_weights_in_file(peft_model: PeftModel, found: dict[str, torch.Tensor],
+def _base_weights_in_file(peft_model: PeftModel, name: str, found: dict[str, torch.Tensor],
                           expected: dict[str, torch.Tensor], root: str) -> dict[str, nn.Parameter]:
-    """File keys that are base-model weights (HF PEFT saves a targeted embedding's full weight)."""
+    """File keys that are base-model weights of a module the adapter wraps (HF PEFT saves a targeted
+    embedding's full weight); any other base weight in a file is an unexpected key, never loaded."""
     base = peft_model.base_parameters()
+    wrapped = {file_path(path) for path, _ in peft_model.adapter_layers(name)}
     extras = {}
     for key, tensor in found.items():
         path = file_path(key[len(root):]) if key.startswith(root) else None
-        if key not in expected and path in base and base[path].shape == tensor.shape:
+        if key not in expected and path in base and path.rpartition(".")[0] in wrapped \
+                and base[path].shape == tensor.shape:
             extras[key] = base[path]
     return extras
 
@@ -197,8 +220,9 @@ def fill_adapter(peft_model: PeftModel, name: str, found: dict[str, torch.Tensor
     """Copy the file tensors `found` (read from `source`) into the attached adapter `name`, strictly."""
     expected = adapter_state(peft_model, name)
     root = peft_model.method(name).hf_module_prefix
-    base_extras = _base_weights_in_file(peft_model, found, expected, root)
+    base_extras = _base_weights_in_file(peft_model, name, found, expected, root)
     _check_keys(expected, {k: v for k, v in found.items() if k not in base_extras}, source)
+    note_casts(source, {k: (found[k].dtype, v.dtype) for k, v in (expected | base_extras).items()})
     with torch.no_grad():
         for key, param in base_extras.items():
             param.copy_(found[key].to(param.dtype))

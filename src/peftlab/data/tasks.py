@@ -174,6 +174,9 @@ def _classification(train_rows, dev_rows, train_path, dev_path, text_col, text_p
         if dev_rows and column is not None:
             _column(dev_rows, role, column, dev_path)
     label_names = _sorted_labels({row[label].strip() for row in train_rows})
+    if len(label_names) < 2:  # one class is no classification (transformers would build a regression head)
+        raise DataError(f"{train_path}: column {label!r} holds one label only ({', '.join(map(repr, label_names))}) "
+                        "in the training rows used: a classifier needs at least two; check --label-col or the data")
     ids = {name: i for i, name in enumerate(label_names)}
 
     def examples(rows, where):

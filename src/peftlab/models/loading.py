@@ -14,7 +14,8 @@ into place so a crash or a concurrent loader never sees half a model. Later load
 folder in well under a second.
 
 Nothing is ever downloaded: `HF_HUB_OFFLINE=1` is set before transformers is imported and every
-`from_pretrained` call passes `local_files_only=True`.
+`from_pretrained` call passes `local_files_only=True`. Weights are read only from safetensors
+files: a folder that holds only pickle weights (`pytorch_model.bin`) is refused in one line.
 """
 
 from __future__ import annotations
@@ -187,6 +188,7 @@ def resolve_model_folder(name_or_path: str) -> Path:
     if location.is_dir():
         if not (location / "config.json").is_file():
             raise ModelNotFoundError(f"{location}: not a Hugging Face model folder (no config.json)")
+        _check_safetensors_weights(location)
         return location
     if location.exists():
         raise ModelNotFoundError(f"{location}: expected a Hugging Face model folder or a .gguf file")
@@ -200,6 +202,25 @@ def load_tokenizer(name_or_path: str):
     """The tokenizer of a model (known name, folder or .gguf file) without loading its weights."""
     with _quiet_transformers():
         return AutoTokenizer.from_pretrained(resolve_model_folder(name_or_path), local_files_only=True)
+
+
+_SAFETENSORS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _check_safetensors_weights(folder: Path) -> None:
+    """Refuse a model folder without safetensors weights, naming the pickle file it has instead
+    (a pickle can run code when loaded; peftlab reads tensors only through safetensors)."""
+    if any((folder / name).is_file() for name in _SAFETENSORS_WEIGHTS):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.name.endswith(_PICKLE_SUFFIXES))
+    if pickles:
+        raise ModelNotFoundError(
+            f"{folder} holds its weights only as {pickles[0]}, a pickle file (loading one can run code): peftlab "
+            "reads weights from safetensors only; where you trust the file, convert it once with transformers' "
+            "from_pretrained(...).save_pretrained(folder), which writes model.safetensors")
+    raise ModelNotFoundError(f"{folder} has no model.safetensors: a Hugging Face model folder needs its weights "
+                             "as safetensors")
 
 
 def share_pad_token(model, tokenizer) -> None:
@@ -224,9 +245,10 @@ def load_model(
     """Load model + tokenizer for `kind` ("classification" | "causal-lm"), in eval mode.
 
     Classification adds a freshly initialised head of `num_labels` outputs (the model's config
-    default, usually 2, when None). Tokenizers without a pad token (GPT-2, LLaMA) get their EOS
-    token as pad, and `model.config.pad_token_id` is set to it, which decoder classifiers need to
-    find each row's last real token.
+    default, usually 2, when None); a head saved in the folder with another number of outputs is
+    initialised afresh too (with a warning). Tokenizers without a pad token (GPT-2, LLaMA) get
+    their EOS token as pad, and `model.config.pad_token_id` is set to it, which decoder
+    classifiers need to find each row's last real token.
     """
     if kind not in KINDS:
         raise PeftlabError(f"unknown model kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -235,10 +257,15 @@ def load_model(
     with _quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model, info = _MODEL_CLASSES[kind].from_pretrained(
-            folder, dtype=dtype, local_files_only=True, output_loading_info=True, **extra
+            folder, dtype=dtype, local_files_only=True, output_loading_info=True, use_safetensors=True,
+            ignore_mismatched_sizes=True, **extra
         )
     share_pad_token(model, tokenizer)
-    new_parameters = tuple(sorted(info.get("missing_keys", ())))
+    mismatched = sorted(key for key, *_ in info.get("mismatched_keys", ()))
+    if mismatched:
+        log.warning("%s: the saved %s do(es) not fit %s outputs: initialised afresh (train it)", name_or_path,
+                    ", ".join(mismatched), num_labels)
+    new_parameters = tuple(sorted({*info.get("missing_keys", ()), *mismatched}))
     if new_parameters:
         log.info("%s: newly initialised (train them): %s", name_or_path, ", ".join(new_parameters))
     return LoadedModel(model.eval(), tokenizer, name_or_path, str(folder), kind, new_parameters)
