@@ -43,6 +43,13 @@ CARRIED = ".carried.json"
 log = logging.getLogger(__name__)
 
 
+def current_umask() -> int:
+    """The process's file mode creation mask (read by setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `destination`; rename it into place if the block succeeds."""
@@ -51,6 +58,7 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
     handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     os.close(handle)
     temporary = Path(temporary)
+    os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes it 0600; a written file follows the umask
     try:
         yield temporary
         with open(temporary, "rb+") as written:

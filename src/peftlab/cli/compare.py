@@ -15,11 +15,12 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from peftlab.cli.train import DataOpt, LabelCol, ModelOpt, PromptCol, TargetCol, TextCol, TextPairCol
+from peftlab.errors import ConfigError
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
@@ -37,13 +38,14 @@ def compare_command(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("compare-out"),
     max_train: Annotated[Optional[int], typer.Option("--max-train", help="Keep the first N training rows.")] = None,
     max_dev: Annotated[Optional[int], typer.Option("--max-dev", help="Keep the first N dev rows (causal-LM: prompts).")] = None,
-    tune_lr: Annotated[bool, typer.Option("--tune-lr", help="Choose each method's learning rate by a full sweep first (the tuned profile's way: 3-5 extra runs a method, ~3.5x the time).")] = False,
+    tune_lr: Annotated[bool, typer.Option("--tune-lr/--no-tune-lr", help="Choose each method's learning rate by a full sweep first (the tuned profile's way: 3-5 extra runs a method, ~3.5x the time).")] = False,
     lr_choice: Annotated[Optional[str], typer.Option("--lr-choice", help="How learning rates are chosen: literature (published defaults) | probe (a short run per candidate on a validation split, the quick profile's) | sweep (= --tune-lr).")] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Train each method with N seeds (init and data order); intervals include the seed spread.")] = None,
     sweep_seeds: Annotated[Optional[int], typer.Option("--sweep-seeds", help="With a sweep: score each rate on N seeds (mean).")] = None,
     timing_seconds: Annotated[Optional[float], typer.Option("--timing-seconds", help="Time cap of the interleaved timing phase (it stops earlier once every ratio is known to ±5 %).")] = None,
     max_length: Annotated[Optional[int], typer.Option("--max-length", help="Cut rows at N tokens (default: fitted to the data's longest row, at most the profile's cap).")] = None,
-    keep_adapters: Annotated[bool, typer.Option("--keep-adapters", help="Keep each trained adapter in OUT/adapters.")] = False,
+    keep_adapters: Annotated[bool, typer.Option("--keep-adapters/--no-keep-adapters", help="Keep each trained adapter in OUT/adapters.")] = False,
+    settings: Annotated[Optional[list[str]], typer.Option("--set", help="A method option as method.key=value (repeat); a part of a combination by its name, e.g. lora.r=8, prompt.lr_scale=300.")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the comparison stopped in this folder (same options; finished runs are kept).")] = None,
     text_col: TextCol = None,
     text_pair_col: TextPairCol = None,
@@ -55,7 +57,9 @@ def compare_command(
     """Train every method on the same budget and measure parameters, memory, speed, latency and quality."""
     from peftlab.cli.main import command_line
     from peftlab.compare import make_plan, run_compare
+    from peftlab.compare.plan import with_fields
     from peftlab.compare.run import CompareInterrupted
+    from peftlab.compare.runs import method_config
     from peftlab.io import check_writable_folder
 
     out = resume or out
@@ -66,6 +70,10 @@ def compare_command(
                      seed=seed, threads=threads, device=device, max_train=max_train, max_dev=max_dev, tune_lr=tune_lr,
                      lr_choice=lr_choice, seeds=seeds, sweep_seeds=sweep_seeds, max_length=max_length,
                      timing_seconds=timing_seconds)
+    if settings:
+        plan = with_fields(plan, parse_settings(settings))
+        for method in plan.methods:
+            method_config(method)  # a bad value fails now, in one line, not in a worker
     started = time.perf_counter()
     try:
         results = run_compare(plan, out, progress=progress, keep_adapters=keep_adapters, resume=resume is not None,
@@ -77,6 +85,30 @@ def compare_command(
     typer.echo(f"{len(plan.methods)} methods in {time.perf_counter() - started:.0f} s"
                + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else "")
                + f"; report: {out / 'report.md'}, data: {out / 'results.json'}, charts: {out / 'charts'}")
+
+
+def parse_settings(settings: list[str]) -> dict[str, dict[str, Any]]:
+    """`method.key=value` texts as {method: {key: value}}, each value converted to the type the
+    method's (or the combination part's) config declares for `key`, as JSON (lists for tuples)."""
+    from peftlab.cli.options import config_fields, convert
+    from peftlab.core.registry import get_method
+
+    found: dict[str, dict[str, Any]] = {}
+    for setting in settings:
+        key, separator, text = setting.partition("=")
+        method, dot, field = key.strip().partition(".")
+        field = field.strip().replace("-", "_")
+        if not separator or not dot or not field:
+            raise ConfigError(f"--set {setting!r}: write method.key=value, e.g. --set lora.r=8")
+        if field == "lr_scale":
+            value: Any = convert(text, float, f"{method}.lr_scale")
+        else:
+            fields = config_fields(get_method(method).config_class)  # an unknown method names the known ones
+            if field not in fields:
+                raise ConfigError(f"method {method!r} has no option {field!r}: its options are {', '.join(fields)}")
+            value = convert(text, fields[field], f"{method}.{field}")
+        found.setdefault(method, {})[field] = list(value) if isinstance(value, tuple) else value
+    return found
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 
 import typer
 from typer.core import TyperGroup
@@ -48,6 +49,10 @@ class _EchoWarnings(logging.Handler):
         typer.echo(f"warning: {_one_line(record.getMessage())}", err=True)
 
 
+# "Got unexpected extra argument (true)": a value given to a flag, as in `--tune-lr true`.
+_BOOLEAN_WORD = re.compile(r"unexpected extra argument.*\((true|false|yes|no|on|off|0|1)\)", re.IGNORECASE)
+
+
 class _PeftlabGroup(TyperGroup):
     """Records the command line, gives numeric flags their domains, runs a subcommand, and turns a
     `PeftlabError` or a usage error into one line + exit 2."""
@@ -60,7 +65,12 @@ class _PeftlabGroup(TyperGroup):
 
     def get_command(self, ctx, cmd_name: str):
         command = super().get_command(ctx, cmd_name)
-        return None if command is None else declare_flag_domains(command)
+        if command is None:
+            return None
+        for param in [*command.params, command.get_help_option(ctx)]:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""  # a flag takes no value: its help shows none (typer would show <bool>)
+        return declare_flag_domains(command)
 
     def invoke(self, ctx: typer.Context):
         try:
@@ -72,7 +82,10 @@ class _PeftlabGroup(TyperGroup):
             if isinstance(error, _click_errors.NoArgsIsHelpError):
                 raise
             where = error.ctx.command_path if error.ctx is not None else "peftlab"
-            typer.echo(f"error: {_one_line(error.format_message())} (see {where} --help)", err=True)
+            message = _one_line(error.format_message())
+            if _BOOLEAN_WORD.search(message):
+                message += "; flags take no value: write the flag alone, or its --no- form, e.g. --tune-lr / --no-tune-lr"
+            typer.echo(f"error: {message} (see {where} --help)", err=True)
             raise typer.Exit(ERROR_EXIT_CODE) from None
 
 

@@ -17,6 +17,7 @@ scale relative to it (lora+prompt: 1e-3, prompt × 300 = 0.3), given to the comp
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,6 +235,29 @@ def parse_methods(text: str | None) -> list[str]:
     if len(set(chosen)) != len(chosen):
         raise ConfigError(f"--methods {text!r} names a method twice")
     return chosen
+
+
+def with_fields(plan: ComparePlan, changes: dict[str, dict[str, Any]]) -> ComparePlan:
+    """`plan` with method fields changed: {name: {field: value}}, where a name is a planned method
+    or a part of a planned combination "a+b" (its key `lr_scale` scales that part's rate). Values
+    are JSON values (lists for tuples); `runs.method_config` builds (and so checks) the configs."""
+    planned = {name for m in plan.methods for name in (m.method, *m.method.split("+"))}
+    unknown = sorted(set(changes) - planned)
+    if unknown:
+        raise ConfigError(f"--set names {', '.join(unknown)}, which this comparison does not run: its methods are "
+                          f"{', '.join(m.method for m in plan.methods)} (write --set method.field=value)")
+    methods = []
+    for m in plan.methods:
+        fields = json.loads(json.dumps(m.fields))
+        if "+" in m.method:
+            for part in m.method.split("+"):
+                for key, value in changes.get(part, {}).items():
+                    target = fields.setdefault("lr_scales", {}) if key == "lr_scale" else fields.setdefault(part, {})
+                    target[part if key == "lr_scale" else key] = value
+        else:
+            fields.update(changes.get(m.method, {}))
+        methods.append(dataclasses.replace(m, fields=fields))
+    return dataclasses.replace(plan, methods=tuple(methods))
 
 
 def make_plan(*, model: str = "minilm", data: str = "sst2", columns: dict[str, str | None] | None = None,

@@ -34,6 +34,7 @@ from peftlab.compare.lr_choice import run_probe
 from peftlab.compare.plan import ComparePlan, MethodPlan
 from peftlab.compare.runs import (apply_method, folder_bytes, inference_batch, load_base, load_compare_task,
                                   merge_error, peak_rss_mb, rss_mb, task_facts, train_config, without_validation)
+from peftlab.core.model import model_parameter_count
 from peftlab.data.tasks import CLASSIFICATION, Task
 from peftlab.train import TrainConfig, evaluate, resolve_device, train
 
@@ -88,7 +89,7 @@ def run_training(plan: ComparePlan, method: MethodPlan, adapter_dir: Path, progr
 
 def _train_and_measure(plan: ComparePlan, method: MethodPlan, task: Task, loaded, adapter_dir: Path,
                        progress: bool, runtime_rss: float, resume: str | None) -> dict[str, Any]:
-    base_total = sum(p.numel() for p in loaded.model.parameters())
+    base_total = model_parameter_count(loaded.model)  # a 4-bit base counts its weights, not its codes
     peft_model = apply_method(plan, loaded.model, method)
     trainable, total = peft_model.count_parameters()
     loaded_rss = rss_mb()

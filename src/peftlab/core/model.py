@@ -40,6 +40,16 @@ def file_path(path: str) -> str:
     return path.replace(_WRAPPER_SEGMENT, "")
 
 
+def model_parameter_count(module: nn.Module) -> int:
+    """The parameters `module` has as a model, however they are stored: a quantized linear (one that
+    declares `is_quantized_linear`, e.g. NF4) keeps its weight as packed codes in buffers, and
+    counts as the out × in values it stands for, so a 4-bit model has as many parameters as the
+    float one it was made from."""
+    stored = sum(p.numel() for p in module.parameters())
+    return stored + sum(m.out_features * m.in_features for m in module.modules()
+                        if getattr(m, "is_quantized_linear", False))
+
+
 class PeftModel(nn.Module):
     """A model with named adapters. Build it with `peftlab.apply` or `peftlab.load`."""
 
@@ -148,10 +158,10 @@ class PeftModel(nn.Module):
         return {key: combo.lr_scale(self, name) for key, name, _ in self._trainable_entries()}
 
     def count_parameters(self) -> tuple[int, int]:
-        """(trainable, total) parameter counts; total counts the base model and all adapters."""
+        """(trainable, total) parameter counts; total counts the base model (see
+        `model_parameter_count`) and all adapters."""
         trainable = sum(p.numel() for p in self.trainable_parameters().values())
-        total = sum(p.numel() for p in self.parameters())
-        return trainable, total
+        return trainable, model_parameter_count(self)
 
     # --- adapters --------------------------------------------------------------------------------
     def add_adapter(self, name: str, config: MethodConfig | combo.CombinationConfig, *,

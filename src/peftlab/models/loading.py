@@ -39,6 +39,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from peftlab.errors import PeftlabError
+from peftlab.io import current_umask
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ def converted_gguf_folder(gguf_path: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("converting %s to a safetensors folder in %s (once)", gguf_path.name, target)
     temporary = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    os.chmod(temporary, 0o777 & ~current_umask())  # mkdtemp makes it 0700; the cache follows the umask
     try:
         with _quiet_transformers():
             _convert_gguf(gguf_path, temporary)

@@ -112,6 +112,7 @@ class TrainResult:
     peak_rss_mb: float = 0.0
     peak_gpu_memory_mb: float | None = None
     tensor_memory: dict[str, Any] | None = None  # with config.track_memory: TensorPeakTracker.to_dict()
+    threads: int = 0  # torch intra-op threads the run computed with
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,6 +168,7 @@ def train(
 
     started, cpu_started = time.perf_counter(), cpu_time_s()
     with runtime(peft_model, config), ProgressBar(total, progress and ddp.main, state.step) as bar:
+        result.threads = torch.get_num_threads()  # as `runtime` set them for the run
         loop.memory = TensorPeakTracker(peft_model, optimizer, ddp.device.type) if config.track_memory else None
         loop.run(bar)
         if loop.memory is not None:

@@ -46,8 +46,9 @@ def _program(argv0: str) -> str:
     return "python -m peftlab" if argv0.endswith("__main__.py") else (Path(argv0).name or argv0)
 
 
-def run_info(command_line: list[str] | None = None) -> dict[str, Any]:
-    """Versions, machine and command line (default: this process's `sys.argv`)."""
+def run_info(command_line: list[str] | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Versions, machine and command line (default: this process's `sys.argv`); `threads` is
+    what the run computed with (default: torch's setting now)."""
     words = command_line or [_program(sys.argv[0]), *sys.argv[1:]]
     return {
         "peftlab": __version__,
@@ -56,7 +57,7 @@ def run_info(command_line: list[str] | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads or torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "command_line": shlex.join(words),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -69,7 +70,7 @@ def run_record(peft_model: PeftModel, task: Task, config: TrainConfig, result: T
     timing = {key: getattr(result, key) for key in ("wall_time_s", "train_time_s", "eval_time_s", "cpu_time_s",
                                                     "step_time", "peak_rss_mb", "peak_gpu_memory_mb")}
     return {
-        "run_info": run_info(command_line),
+        "run_info": run_info(command_line, result.threads),
         "adapters": {name: peft_model.configs[name].to_dict() for name in peft_model.active_adapters},
         "train_config": config.to_dict(),
         "task": {"name": task.name, "kind": task.kind, "train_examples": len(task.train),
