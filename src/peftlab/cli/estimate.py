@@ -2,7 +2,7 @@
 
     peftlab estimate llama-2-7b -m lora,qlora,full --r 16
     peftlab estimate path/to/config.json -m all --num-labels 2 --json
-    peftlab estimate --seeds            # the seeds' tables, reproduced, with notes
+    peftlab estimate --source-tables    # the source documents' tables, reproduced, with notes
     peftlab estimate --scaling --csv    # 1B/7B/13B/70B: full vs LoRA vs QLoRA
 
 Options shared by several methods map onto each method's own config field (LoRA `bias` is
@@ -65,7 +65,7 @@ def estimate_command(
     attention: str = typer.Option("eager", help="eager (keeps B·H·T·T) or sdpa (fused)"),
     gradient_checkpointing: bool = typer.Option(False, help="keep only block inputs"),
     device: str = typer.Option("cuda", help="cuda or cpu (CPU dropout keeps float masks)"),
-    seeds: bool = typer.Option(False, "--seeds", help="reproduce the seeds' tables"),
+    seeds: bool = typer.Option(False, "--source-tables", help="reproduce the source documents' tables"),
     scaling: bool = typer.Option(False, "--scaling", help="1B/7B/13B/70B scaling table"),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
     csv_out: bool = typer.Option(False, "--csv", help="print CSV"),
@@ -79,7 +79,7 @@ def estimate_command(
         raise PeftlabError("--json and --csv are exclusive; pass one of them")
     if model is None and not (seeds or scaling):
         raise PeftlabError("no model given; pass a preset or a config.json path "
-                           "(see `peftlab estimate --help`), or --seeds / --scaling")
+                           "(see `peftlab estimate --help`), or --source-tables / --scaling")
     settings = Settings(memory_model=memory_model, batch_size=batch_size, seq_len=seq_len,
                         precision=precision, attention=attention,
                         gradient_checkpointing=gradient_checkpointing, num_labels=num_labels,

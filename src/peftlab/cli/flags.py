@@ -91,7 +91,7 @@ def declare_flag_domains(command) -> Any:
     """Make `command` check each of its flags named in `FLAG_DOMAINS` as it is parsed (in place,
     idempotent). Works on the click command typer builds, whichever click it vendors."""
     for param in command.params:
-        domain = FLAG_DOMAINS.get(flag_name(param))
+        domain = None if getattr(param, "is_flag", False) else FLAG_DOMAINS.get(flag_name(param))
         if domain is not None and getattr(param.callback, "domain", None) is None:
             param.callback = _checked(domain, flag_name(param), param.callback)
     return command

@@ -67,7 +67,8 @@ class _PeftlabGroup(TyperGroup):
         command = super().get_command(ctx, cmd_name)
         if command is None:
             return None
-        for param in [*command.params, command.get_help_option(ctx)]:
+        help_option = command.get_help_option(ctx) if ctx is not None else None
+        for param in [*command.params, help_option]:
             if getattr(param, "is_flag", False):
                 param.metavar = ""  # a flag takes no value: its help shows none (typer would show <bool>)
         return declare_flag_domains(command)

@@ -156,6 +156,7 @@ class Lora(Method):
     alpha: float = 16
     target_modules: tuple[str, ...] | str | None = None
     bias: str = "none"
+    dropout: float = 0.0
 
     def __post_init__(self):
         _positive(r=self.r)
@@ -184,8 +185,13 @@ class Lora(Method):
         return breakdown.get("bias", 0)
 
     def extra_activations(self, shape):
-        # A x (r per token) is the input of B and is kept for B's weight gradient.
-        return {"lora A·x": self.r * len(self.targets(shape))}
+        # A x (r per token) is the input of B and is kept for B's weight gradient. With dropout,
+        # A's input is the dropped x, kept beside the dropout's mask (float noise on CPU): one more
+        # input-sized tensor per target than the x that `saved_inputs` counts.
+        extra = {"lora A·x": self.r * len(self.targets(shape))}
+        if self.dropout > 0:
+            extra["lora dropout mask"] = sum(m.in_features for m in self.targets(shape))
+        return extra
 
 
 @dataclass(frozen=True)
