@@ -61,19 +61,36 @@ def runtime(peft_model: PeftModel, config: TrainConfig) -> Iterator[None]:
     if config.gradient_checkpointing:
         if not getattr(base, "supports_gradient_checkpointing", False):
             raise ConfigError(f"{type(base).__name__} does not support gradient checkpointing")
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        # Reentrant checkpointing (which models with their own checkpoint code may still use)
-        # skips the backward of a block whose inputs need no grad; with frozen embeddings (every
-        # PEFT method) nothing upstream needs grad, so make the embedding output require it.
-        base.enable_input_require_grads()
+        activation_checkpointing(base, True, {"use_reentrant": False})
     try:
         yield
     finally:
         torch.set_num_threads(threads)
         peft_model.train(was_training)
         if config.gradient_checkpointing:
-            base.gradient_checkpointing_disable()
-            base.disable_input_require_grads()
+            activation_checkpointing(base, False)
+
+
+def activation_checkpointing(base, enable: bool, checkpoint_kwargs: dict | None = None, **options: Any) -> None:
+    """Turn activation (gradient) checkpointing of the Hugging Face model `base` on or off.
+
+    Reentrant checkpointing (the transformers default, and what models with their own checkpoint
+    code use) skips the backward of a block whose inputs need no grad; with frozen embeddings
+    (every PEFT method) nothing upstream needs grad, so the embedding output is made to require
+    it. `options` (`every_n_layers`, `offload`) go to transformers as given.
+    """
+    # transformers 5.x renamed gradient_checkpointing_* to activation_checkpointing_* (the old
+    # names warn); both take the kwargs for torch.utils.checkpoint.
+    if enable:
+        if hasattr(base, "activation_checkpointing_enable"):
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpoint_kwargs, **options)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs, **options)
+        base.enable_input_require_grads()
+    else:
+        disable = getattr(base, "activation_checkpointing_disable", None) or base.gradient_checkpointing_disable
+        disable()
+        base.disable_input_require_grads()
 
 
 class ProgressBar:
