@@ -9,6 +9,7 @@ Writes results.json, report.md and charts/*.png into --out and prints a table at
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import time
@@ -41,22 +42,39 @@ def compare_command(
     prompt_col: PromptCol = None,
     target_col: TargetCol = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress.")] = True,
+    output_format: Annotated[str, typer.Option(
+        "--format", help="Final table: table, markdown or csv; json prints results.json (stdout: the data only).")] = "table",
 ) -> None:
     """Train every method on the same budget and measure parameters, memory, speed, latency and quality."""
+    from rich.console import Console
+
     from peftlab.cli.main import command_line
     from peftlab.compare import make_plan, run_compare
+    from peftlab.compare.report import console_table
+    from peftlab.tables import TableData, check_format, format_tables
+
+    output_format = check_format(output_format)
+    console = Console(stderr=output_format != "table", quiet=not progress)  # stdout holds the data
 
     columns = {"text_col": text_col, "text_pair_col": text_pair_col, "label_col": label_col,
                "prompt_col": prompt_col, "target_col": target_col}
     plan = make_plan(model=model, data=data, columns=columns, methods=methods, profile=profile, steps=steps,
                      seed=seed, threads=threads, device=device, max_train=max_train, max_dev=max_dev, tune_lr=tune_lr)
     started = time.perf_counter()
-    results = run_compare(plan, out, progress=progress, keep_adapters=keep_adapters,
-                          command=shlex.join(command_line(ctx) or ["peftlab", *sys.argv[1:]]))
+    # Workers print their bars to the shared stdout: with data there, only the stderr lines show progress.
+    results = run_compare(plan, out, progress=progress and output_format == "table", keep_adapters=keep_adapters,
+                          console=console,
+                          command=shlex.join(command_line(ctx) or ["peftlab", *sys.argv[1:]]),
+                          table_format=output_format)
+    if output_format == "json":
+        typer.echo(json.dumps(results, indent=2))
+    elif output_format != "table":
+        typer.echo(format_tables([TableData.from_rich(console_table(results))], output_format))
     failed = [r["method"] for r in results["methods"] if r["error"]]
     typer.echo(f"{len(plan.methods)} methods in {time.perf_counter() - started:.0f} s"
                + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else "")
-               + f"; report: {out / 'report.md'}, data: {out / 'results.json'}, charts: {out / 'charts'}")
+               + f"; report: {out / 'report.md'}, data: {out / 'results.json'}, charts: {out / 'charts'}",
+               err=output_format != "table")
 
 
 def register(app: typer.Typer) -> None:

@@ -31,6 +31,7 @@ from peftlab.compare.estimates import estimate_method
 from peftlab.compare.plan import ComparePlan
 from peftlab.compare.results import assemble, versions
 from peftlab.io import write_json
+from peftlab.tables import TableData, print_tables
 
 STDERR_TAIL = 2000  # characters of a crashed worker's stderr kept in its error message
 
@@ -109,8 +110,10 @@ def tune_learning_rates(plan: ComparePlan, scratch: Path, console: Console, prog
 
 def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True, keep_adapters: bool = False,
                 command: str | None = None, console: Console | None = None,
-                worker_timeout: float | None = None) -> dict[str, Any]:
-    """Run `plan`, write results.json, report.md and charts into `out_dir`; return the results."""
+                worker_timeout: float | None = None, table_format: str = "table") -> dict[str, Any]:
+    """Run `plan`, write results.json, report.md and charts into `out_dir`; return the results.
+
+    The console table is printed for `table_format` "table" (the caller prints other formats)."""
     from peftlab.compare.charts import write_charts
     from peftlab.compare.report import console_table, write_report
 
@@ -160,5 +163,6 @@ def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True
     write_json(out_dir / "results.json", results)
     write_charts(results, out_dir / "charts")
     write_report(results, out_dir / "report.md")
-    console.print(console_table(results))
+    if table_format == "table":
+        print_tables([TableData.from_rich(console_table(results))], console=console)
     return results
