@@ -9,15 +9,19 @@ from __future__ import annotations
 import contextlib
 import resource
 import statistics
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from peftlab.core.model import PeftModel
 from peftlab.errors import ConfigError
 from peftlab.train.config import TrainConfig
+
+LINE_INTERVAL_S = 10.0  # the most often a progress line is printed when the output is not a terminal
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,20 +100,27 @@ def activation_checkpointing(base, enable: bool, checkpoint_kwargs: dict | None 
 class ProgressBar:
     """A rich progress bar with loss, rates and ETA; a no-op when disabled.
 
-    When the output is not a terminal (a log file, CI), each loss update is printed as a line
-    instead, since a live bar cannot be redrawn there. `completed` starts a resumed run's bar
-    at the step it resumes from.
+    When the output is not a terminal (a log file, CI, `| tee`), a live bar cannot be redrawn, so
+    the bar falls back to plain lines instead: one at most every `interval` seconds (a step or
+    a loss update, whichever comes first after it), one at each change of phase ("evaluate"),
+    and a last one when the run ends. `completed` starts a resumed run's bar at the step it
+    resumes from; `console` and `clock` are there for tests.
     """
 
-    def __init__(self, total: int, enabled: bool, completed: int = 0) -> None:
+    def __init__(self, total: int, enabled: bool, completed: int = 0, *, interval: float = LINE_INTERVAL_S,
+                 console: Console | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        console = console or Console()
+        self.lines = enabled and not console.is_terminal
         self.bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled,
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            disable=not enabled or self.lines, console=console,
         )
-        self.lines = enabled and not self.bar.console.is_terminal
-        self.total = total
+        self.total, self.interval, self.clock = total, interval, clock
         self.task = self.bar.add_task("train", total=total, completed=completed, loss="-", rate="")
+        self.first, self.started = completed, clock()
+        self.last_line = self.started
 
     def __enter__(self) -> "ProgressBar":
         self.bar.__enter__()
@@ -117,14 +128,33 @@ class ProgressBar:
 
     def __exit__(self, *exc: Any) -> None:
         self.bar.__exit__(*exc)
+        if self.lines and exc[0] is None:
+            self._line()
 
     def advance(self) -> None:
         self.bar.advance(self.task)
+        self._line_if_due()
 
     def show(self, **fields: Any) -> None:
+        task = self.bar.tasks[0]
+        new_phase = "description" in fields and fields["description"] != task.description
         self.bar.update(self.task, **fields)
-        if self.lines and "loss" in fields:
-            task = self.bar.tasks[0]
-            remaining = task.time_remaining
-            self.bar.console.print(f"step {int(task.completed)}/{self.total} loss {fields['loss']} "
-                                   f"{fields.get('rate', '')} ETA {remaining or 0:.0f} s", highlight=False)
+        if new_phase and self.lines:
+            self._line()
+        else:
+            self._line_if_due()
+
+    def _line_if_due(self) -> None:
+        if self.lines and self.clock() - self.last_line >= self.interval:
+            self._line()
+
+    def _line(self) -> None:
+        task = self.bar.tasks[0]
+        now = self.clock()
+        done = int(task.completed)
+        rate = (done - self.first) / max(now - self.started, 1e-9)  # steps/s of this process
+        eta = f"ETA {(self.total - done) / rate:.0f} s" if rate > 0 and done < self.total else ""
+        fields = " ".join(part for part in (f"loss {task.fields['loss']}", task.fields["rate"], eta) if part)
+        self.bar.console.print(f"{task.description} step {done}/{self.total} ({100 * done / max(self.total, 1):.0f}%) "
+                               f"{fields} elapsed {now - self.started:.0f} s", highlight=False, markup=False)
+        self.last_line = now
