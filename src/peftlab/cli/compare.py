@@ -4,7 +4,9 @@
     peftlab compare --methods full,lora,prompt --steps 200 --out runs/compare
     peftlab compare --model ./my-model --data pairs.tsv --text-col premise --text-pair-col hypothesis
 
-Writes results.json, report.md and charts/*.png into --out and prints a table at the end.
+Writes results.json, report.md, report.html (self-contained, sortable) and charts/*.png into --out
+and prints a table at the end (`--format markdown|csv|json` for other tools); `--report-to
+tensorboard|mlflow` also logs the results into local trackers under --out.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from peftlab.cli.train import DataOpt, LabelCol, ModelOpt, PromptCol, TargetCol, TextCol, TextPairCol
+from peftlab.cli.train import DataOpt, LabelCol, ModelOpt, PromptCol, ReportTo, TargetCol, TextCol, TextPairCol
 
 
 def compare_command(
@@ -44,6 +46,7 @@ def compare_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress.")] = True,
     output_format: Annotated[str, typer.Option(
         "--format", help="Final table: table, markdown or csv; json prints results.json (stdout: the data only).")] = "table",
+    report_to: ReportTo = "none",
 ) -> None:
     """Train every method on the same budget and measure parameters, memory, speed, latency and quality."""
     from rich.console import Console
@@ -52,8 +55,10 @@ def compare_command(
     from peftlab.compare import make_plan, run_compare
     from peftlab.compare.report import console_table
     from peftlab.tables import TableData, check_format, format_tables
+    from peftlab.tracking import parse_report_to
 
     output_format = check_format(output_format)
+    parse_report_to(report_to)  # a typo fails now, not after the run
     console = Console(stderr=output_format != "table", quiet=not progress)  # stdout holds the data
 
     columns = {"text_col": text_col, "text_pair_col": text_pair_col, "label_col": label_col,
@@ -65,7 +70,7 @@ def compare_command(
     results = run_compare(plan, out, progress=progress and output_format == "table", keep_adapters=keep_adapters,
                           console=console,
                           command=shlex.join(command_line(ctx) or ["peftlab", *sys.argv[1:]]),
-                          table_format=output_format)
+                          table_format=output_format, report_to=report_to)
     if output_format == "json":
         typer.echo(json.dumps(results, indent=2))
     elif output_format != "table":
@@ -73,7 +78,8 @@ def compare_command(
     failed = [r["method"] for r in results["methods"] if r["error"]]
     typer.echo(f"{len(plan.methods)} methods in {time.perf_counter() - started:.0f} s"
                + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else "")
-               + f"; report: {out / 'report.md'}, data: {out / 'results.json'}, charts: {out / 'charts'}",
+               + f"; report: {out / 'report.md'} and {out / 'report.html'}, data: {out / 'results.json'}, "
+               f"charts: {out / 'charts'}",
                err=output_format != "table")
 
 

@@ -110,12 +110,16 @@ def tune_learning_rates(plan: ComparePlan, scratch: Path, console: Console, prog
 
 def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True, keep_adapters: bool = False,
                 command: str | None = None, console: Console | None = None,
-                worker_timeout: float | None = None, table_format: str = "table") -> dict[str, Any]:
-    """Run `plan`, write results.json, report.md and charts into `out_dir`; return the results.
+                worker_timeout: float | None = None, table_format: str = "table",
+                report_to: str = "none") -> dict[str, Any]:
+    """Run `plan`, write results.json, report.md, report.html and charts into `out_dir`; return the results.
 
-    The console table is printed for `table_format` "table" (the caller prints other formats)."""
+    The console table is printed for `table_format` "table" (the caller prints other formats);
+    `report_to` trackers (`peftlab.tracking`) receive the results under `out_dir`."""
     from peftlab.compare.charts import write_charts
+    from peftlab.compare.html import write_html_report
     from peftlab.compare.report import console_table, write_report
+    from peftlab.tracking import log_compare_results
 
     console = console or Console(quiet=not progress)
     out_dir = Path(out_dir)
@@ -163,6 +167,8 @@ def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True
     write_json(out_dir / "results.json", results)
     write_charts(results, out_dir / "charts")
     write_report(results, out_dir / "report.md")
+    write_html_report(results, out_dir / "charts", out_dir / "report.html")
+    log_compare_results(results, out_dir, report_to)
     if table_format == "table":
         print_tables([TableData.from_rich(console_table(results))], console=console)
     return results
