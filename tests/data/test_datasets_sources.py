@@ -4,21 +4,24 @@ with the same column flags; `peftlab compare` runs on a Parquet file and on a sa
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import sys
 from pathlib import Path
 
 import datasets
 import pytest
-from typer.testing import CliRunner
 
-from peftlab.cli.main import app
+from peftlab.compare import make_plan, run_compare
 from peftlab.data import DataError, load_task
 from peftlab.data.readers import read_rows, read_table
 from peftlab.data.tasks import EMBEDDED_DIR
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
 from train_helpers import write_tiny_model, write_toy_data  # noqa: E402
+
+# The smallest comparison budget (as tests/compare uses): data is what is under test here.
+TINY_BUDGET = dict(steps=2, batch_size=8, max_length=16, eval_batch_size=16, timing_rounds=2, timing_steps=1,
+                   latency_batch=4, latency_reps=1)
 
 
 def _table(name: str) -> datasets.Dataset:
@@ -103,16 +106,13 @@ def test_a_data_set_in_the_hugging_face_cache_loads_offline(tmp_path, monkeypatc
 
 def test_compare_runs_on_a_parquet_file_and_a_saved_folder(tmp_path):
     model, folder = write_tiny_model(tmp_path / "model"), write_toy_data(tmp_path / "toy", train=32, dev=8)
-    train, dev = datasets.Dataset.from_list(read_rows(folder / "train.tsv")), datasets.Dataset.from_list(
-        read_rows(folder / "dev.tsv"))
+    train = datasets.Dataset.from_list(read_rows(folder / "train.tsv"))
     train.to_parquet(str(tmp_path / "toy.parquet"))
-    datasets.DatasetDict({"train": train, "validation": dev}).save_to_disk(str(tmp_path / "saved"))
-    runner = CliRunner()
-    for data, train_rows, dev_rows in ((tmp_path / "toy.parquet", 32, 0), (tmp_path / "saved", 32, 8)):
-        out = tmp_path / f"out-{data.stem}"
-        result = runner.invoke(app, ["compare", "--model", str(model), "--data", str(data), "--methods", "lora",
-                                     "--steps", "2", "--threads", "1", "--no-progress", "--out", str(out)])
-        assert result.exit_code == 0, result.output
-        record = json.loads((out / "results.json").read_text())
-        assert record["methods"][0]["error"] is None
-        assert (record["run_info"]["task"]["train_rows"], record["run_info"]["task"]["dev_rows"]) == (train_rows, dev_rows)
+    datasets.DatasetDict({"train": train, "validation": datasets.Dataset.from_list(read_rows(folder / "dev.tsv"))}) \
+        .save_to_disk(str(tmp_path / "saved"))
+    for data, dev_rows in ((tmp_path / "toy.parquet", 0), (tmp_path / "saved", 8)):
+        plan = make_plan(model=str(model), data=str(data), methods="lora", threads=1)
+        plan = dataclasses.replace(plan, budget=dataclasses.replace(plan.budget, **TINY_BUDGET))
+        results = run_compare(plan, tmp_path / f"out-{data.stem}", progress=False)
+        assert results["methods"][0]["error"] is None
+        assert (results["run_info"]["task"]["train_rows"], results["run_info"]["task"]["dev_rows"]) == (32, dev_rows)
