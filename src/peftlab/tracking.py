@@ -90,7 +90,7 @@ class TensorBoardTracker:
         for path in sorted(Path(folder).glob("*.png")):
             self.writer.add_image(path.stem, matplotlib.image.imread(str(path))[..., :3], dataformats="HWC")
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self.writer.close()
 
 
@@ -126,8 +126,8 @@ class MlflowTracker:
     def log_artifacts(self, folder: Path) -> None:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path=Path(folder).name)
 
-    def close(self) -> None:
-        self.client.set_terminated(self.run_id)
+    def close(self, failed: bool = False) -> None:
+        self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
 
 
 class Tracker:
@@ -150,15 +150,15 @@ class Tracker:
             for backend in self.backends:
                 backend.log_artifacts(Path(folder))
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         for backend in self.backends:
-            backend.close()
+            backend.close(failed)
 
     def __enter__(self) -> "Tracker":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, error_type: Any, *_: Any) -> None:
+        self.close(failed=error_type is not None)  # a run that raised is marked FAILED in MLflow
 
 
 def open_tracker(backends: Sequence[str], root: str | Path, run_name: str,
