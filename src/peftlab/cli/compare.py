@@ -5,12 +5,15 @@
     peftlab compare --model ./my-model --data pairs.tsv --text-col premise --text-pair-col hypothesis
     peftlab compare --seeds 3 --methods full,lora,ia3 --steps 60  # mean ± sd over seeds in the intervals
 
-Writes results.json, report.md and charts/*.png into --out (the report so far after every method)
-and prints a table at the end. Ctrl-C keeps what finished; `--resume OUT` continues from there.
+Writes results.json, report.md, report.html (self-contained, sortable) and charts/*.png into --out
+(the report so far after every method) and prints a table at the end (`--format markdown|csv|json`
+for other tools); `--report-to tensorboard|mlflow` also logs the results into local trackers under
+--out. Ctrl-C keeps what finished; `--resume OUT` continues from there.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import time
@@ -19,7 +22,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from peftlab.cli.train import DataOpt, LabelCol, ModelOpt, PromptCol, TargetCol, TextCol, TextPairCol
+from peftlab.cli.train import DataOpt, LabelCol, ModelOpt, PromptCol, ReportTo, TargetCol, TextCol, TextPairCol
 from peftlab.errors import ConfigError
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
@@ -53,14 +56,26 @@ def compare_command(
     prompt_col: PromptCol = None,
     target_col: TargetCol = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress.")] = True,
+    output_format: Annotated[str, typer.Option(
+        "--format", help="Final table: table, markdown or csv; json prints results.json (stdout: the data only).")] = "table",
+    report_to: ReportTo = "none",
 ) -> None:
     """Train every method on the same budget and measure parameters, memory, speed, latency and quality."""
+    from rich.console import Console
+
     from peftlab.cli.main import command_line
     from peftlab.compare import make_plan, run_compare
     from peftlab.compare.plan import with_fields
+    from peftlab.compare.report import console_table
     from peftlab.compare.run import CompareInterrupted
     from peftlab.compare.runs import method_config
     from peftlab.io import check_writable_folder
+    from peftlab.tables import TableData, check_format, format_tables
+    from peftlab.tracking import parse_report_to
+
+    output_format = check_format(output_format)
+    parse_report_to(report_to)  # a typo fails now, not after the run
+    console = Console(stderr=output_format != "table", quiet=not progress)  # stdout holds the data
 
     out = resume or out
     check_writable_folder(out, "--out", replaced=False)  # before an hour of training, not after
@@ -76,15 +91,24 @@ def compare_command(
             method_config(method)  # a bad value fails now, in one line, not in a worker
     started = time.perf_counter()
     try:
-        results = run_compare(plan, out, progress=progress, keep_adapters=keep_adapters, resume=resume is not None,
-                              command=shlex.join(command_line(ctx) or ["peftlab", *sys.argv[1:]]))
+        # Workers print their bars to the shared stdout: with data there, only the stderr lines show progress.
+        results = run_compare(plan, out, progress=progress and output_format == "table", keep_adapters=keep_adapters,
+                              console=console, resume=resume is not None,
+                              command=shlex.join(command_line(ctx) or ["peftlab", *sys.argv[1:]]),
+                              table_format=output_format, report_to=report_to)
     except CompareInterrupted as stopped:
         typer.echo(str(stopped), err=True)
         raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
+    if output_format == "json":
+        typer.echo(json.dumps(results, indent=2))
+    elif output_format != "table":
+        typer.echo(format_tables([TableData.from_rich(console_table(results))], output_format))
     failed = [r["method"] for r in results["methods"] if r["error"]]
     typer.echo(f"{len(plan.methods)} methods in {time.perf_counter() - started:.0f} s"
                + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else "")
-               + f"; report: {out / 'report.md'}, data: {out / 'results.json'}, charts: {out / 'charts'}")
+               + f"; report: {out / 'report.md'} and {out / 'report.html'}, data: {out / 'results.json'}, "
+               f"charts: {out / 'charts'}",
+               err=output_format != "table")
 
 
 def parse_settings(settings: list[str]) -> dict[str, dict[str, Any]]:

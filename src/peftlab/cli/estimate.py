@@ -67,8 +67,9 @@ def estimate_command(
     device: str = typer.Option("cuda", help="cuda or cpu (CPU dropout keeps float masks)"),
     seeds: bool = typer.Option(False, "--source-tables", help="reproduce the source documents' tables"),
     scaling: bool = typer.Option(False, "--scaling", help="1B/7B/13B/70B scaling table"),
-    json_out: bool = typer.Option(False, "--json", help="print JSON"),
-    csv_out: bool = typer.Option(False, "--csv", help="print CSV"),
+    output_format: str = typer.Option("table", "--format", help="table, markdown, json or csv"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON (= --format json)"),
+    csv_out: bool = typer.Option(False, "--csv", help="print CSV (= --format csv)"),
     charts: Optional[Path] = typer.Option(None, help="folder to write params.png, memory.png"),
 ) -> None:
     """Estimate trainable parameters, adapter file size and training memory per method."""
@@ -77,6 +78,10 @@ def estimate_command(
 
     if json_out and csv_out:
         raise PeftlabError("--json and --csv are exclusive; pass one of them")
+    from peftlab.tables import check_format
+
+    output_format = check_format("json" if json_out else "csv" if csv_out else output_format)
+    machine = output_format in ("json", "csv")
     if model is None and not (seeds or scaling):
         raise PeftlabError("no model given; pass a preset or a config.json path "
                            "(see `peftlab estimate --help`), or --source-tables / --scaling")
@@ -104,7 +109,7 @@ def estimate_command(
         ests = [estimate(model, name, settings, **_method_options(METHODS[name], options))
                 for name in names]
         tables[f"{ests[0].model}: parameters, adapter file, training memory (GB, "
-               f"{memory_model} model)"] = (render.estimate_rows(ests) if json_out or csv_out
+               f"{memory_model} model)"] = (render.estimate_rows(ests) if machine
                                             else render.display_rows(ests))
         tables["trainable parameters by module type"] = render.breakdown_rows(ests)
         payload["estimates"] = [e.to_dict() for e in ests]
@@ -123,13 +128,13 @@ def estimate_command(
         title = (f"scaling: training memory ({settings.precision}, AdamW, B={batch_size}, "
                  f"T={seq_len}, LoRA/QLoRA r={r} on q_proj, v_proj)")
         tables[title] = payload["scaling"] = render.scaling_rows(scaling_table(settings, r))
-    if json_out:
+    if output_format == "json":
         typer.echo(render.to_json(payload))
-    elif csv_out:
+    elif output_format == "csv":
         typer.echo("\n".join(f"# {title}\n{render.to_csv(rows)}" for title, rows in tables.items()
                              if rows))
     else:
-        render.print_tables(tables, notes)
+        render.print_tables(tables, notes, output_format)
 
 
 def register(app: typer.Typer) -> None:

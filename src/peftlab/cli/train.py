@@ -17,6 +17,7 @@ line) and written as one unit at the end (`peftlab.io.replace_folder`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -34,6 +35,8 @@ PromptCol = Annotated[Optional[str], typer.Option("--prompt-col", help="Column w
 TargetCol = Annotated[Optional[str], typer.Option("--target-col", help="Column with the target (causal-LM).")]
 MaxTrain = Annotated[Optional[int], typer.Option("--max-train", help="Keep the first N training rows.")]
 MaxDev = Annotated[Optional[int], typer.Option("--max-dev", help="Keep the first N dev rows (causal-LM: prompts).")]
+ReportTo = Annotated[str, typer.Option(
+    "--report-to", help="none | tensorboard | mlflow (or both, comma-separated): local files under --out.")]
 
 _KINDS = {"SEQ_CLS": "classification", "CAUSAL_LM": "causal-lm"}
 
@@ -107,6 +110,7 @@ def train_command(
     stop_if_loss_rises_after: Annotated[Optional[float], typer.Option(
         "--stop-if-loss-rises-after",
         help="Fraction of the run after which a loss above the first logged one stops it (LR sweeps).")] = None,
+    report_to: ReportTo = "none",
 ) -> None:
     """Fine-tune a model with one method and write the adapter plus metrics.json to --out.
 
@@ -118,7 +122,9 @@ def train_command(
     from peftlab.io import check_writable_folder
     from peftlab.train import TrainConfig, distributed, train, write_run
     from peftlab.train.checkpoint import CHECKPOINTS
+    from peftlab.tracking import open_tracker, parse_report_to, train_callback
 
+    trackers = parse_report_to(report_to)
     flags = {"r": r, "alpha": alpha, "target_modules": targets, "dropout": dropout}
     config = method_config(method, {k: v for k, v in flags.items() if v is not None}, settings or [])
     chosen = {"learning_rate": lr, "epochs": epochs, "max_steps": steps, "batch_size": batch_size,
@@ -153,8 +159,12 @@ def train_command(
         runtime.append(f"{ddp.world_size} processes")
     echo(f"{method} on {loaded.name} / {task.name}: {len(task.train)} train, {len(task.dev)} dev; "
          f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%); {', '.join(runtime)}")
-    result = train(peft_model, task, loaded.tokenizer, train_config, progress=progress,
-                   checkpoint_dir=checkpoint_dir or out / CHECKPOINTS, resume_from=resume)
+    with open_tracker(trackers if ddp.main else (), out, run_name=out.name or method) as tracker:
+        tracker.log_params({"method": method, "model": model, "data": data, **config.to_dict(),
+                            **{f"train/{k}": v for k, v in dataclasses.asdict(train_config).items()}})
+        result = train(peft_model, task, loaded.tokenizer, train_config, progress=progress,
+                       checkpoint_dir=checkpoint_dir or out / CHECKPOINTS, resume_from=resume,
+                       on_log=train_callback(tracker))
     if ddp.main:
         extra = {"model": {"name": model, "source_path": loaded.source_path, "class": type(loaded.model).__name__},
                  "data": data}

@@ -41,8 +41,8 @@ from rich.console import Console
 
 from peftlab.compare import quality as quality_analysis
 from peftlab.compare.estimates import estimate_method
-from peftlab.compare.lengths import fit_max_length
 from peftlab.compare.eta import Eta, calibrate, phases
+from peftlab.compare.lengths import fit_max_length
 from peftlab.compare.lr_choice import announce, candidate_rates
 from peftlab.compare.plan import REFERENCE_METHOD, ComparePlan, MethodPlan
 from peftlab.compare.results import assemble, versions
@@ -50,6 +50,7 @@ from peftlab.compare.runs import load_compare_task
 from peftlab.compare.state import CompareState
 from peftlab.errors import PeftlabError
 from peftlab.io import write_json
+from peftlab.tables import TableData, print_tables
 
 STDERR_TAIL = 2000  # characters of a crashed worker's stderr kept in its error message
 # glibc returns allocations of 64 KiB and more to the system as soon as they are freed (and no
@@ -196,6 +197,7 @@ class Comparison:
               zero_shot: dict[str, Any] | None) -> dict[str, Any]:
         """results.json, report.md and charts of what has finished (timing None: still pending)."""
         from peftlab.compare.charts import write_charts
+        from peftlab.compare.html import write_html_report
         from peftlab.compare.report import write_report
 
         done = dataclasses.replace(self.plan, methods=tuple(m for m in self.plan.methods if m.method in trained))
@@ -217,6 +219,7 @@ class Comparison:
         write_json(self.out_dir / "results.json", results)
         write_charts(results, self.out_dir / "charts")
         write_report(results, self.out_dir / "report.md")
+        write_html_report(results, self.out_dir / "charts", self.out_dir / "report.html")
         return results
 
 
@@ -271,14 +274,17 @@ def _baseline(task: dict[str, Any], trained: dict[str, list[dict[str, Any]]],
 
 def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True, keep_adapters: bool = False,
                 command: str | None = None, console: Console | None = None, worker_timeout: float | None = None,
-                resume: bool = False) -> dict[str, Any]:
-    """Run `plan`, write results.json, report.md and charts into `out_dir`; return the results.
+                resume: bool = False, table_format: str = "table", report_to: str = "none") -> dict[str, Any]:
+    """Run `plan`, write results.json, report.md, report.html and charts into `out_dir`; return the results.
 
     What finishes is saved in `out_dir/runs` as it goes (`state.py`) and the report so far is
     rewritten after each method; `resume` continues a comparison stopped there. Ctrl-C or SIGTERM
-    stop the running worker and raise `CompareInterrupted` with what was kept.
+    stop the running worker and raise `CompareInterrupted` with what was kept. The console table
+    is printed for `table_format` "table" (the caller prints other formats); `report_to` trackers
+    (`peftlab.tracking`) receive the results under `out_dir`.
     """
     from peftlab.compare.report import console_table
+    from peftlab.tracking import log_compare_results
 
     console = console or Console(quiet=not progress)
     out_dir = Path(out_dir)
@@ -311,7 +317,9 @@ def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
     results = run.write(trained, timing, zero_shot)
-    console.print(console_table(results))
+    log_compare_results(results, out_dir, report_to)
+    if table_format == "table":
+        print_tables([TableData.from_rich(console_table(results))], console=console)
     return results
 
 

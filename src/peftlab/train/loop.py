@@ -32,6 +32,7 @@ import contextlib
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,7 @@ def train(
     dev_examples=None,
     checkpoint_dir: str | Path | None = None,
     resume_from: str | Path | None = None,
+    on_log: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train the active adapters of `peft_model` on `task.train`; score on the dev set.
 
@@ -140,6 +142,10 @@ def train(
     the run is data-parallel (`peftlab.train.distributed`); rank 0 alone writes files and
     evaluates, and the other ranks' results have no dev metrics. The model is left on the run's
     device, in the train/eval mode it had before.
+
+    `on_log(kind, record)` (an experiment tracker, see `peftlab.tracking`) is called on rank 0
+    with each history record ("train": step, loss, learning_rate, steps_per_s, examples_per_s)
+    and each dev evaluation ("eval": step and the metrics, the final one included).
     """
     if not task.train:
         raise ConfigError(f"task {task.name!r} has no training examples")
@@ -163,6 +169,7 @@ def train(
     result = TrainResult(steps=0, epochs=0.0, examples_seen=0)
     loop = _Loop(peft_model, list(params.values()), ddp, task, tokenizer, config, state, total,
                  batches_per_epoch, dev, result, checkpoint_dir)
+    loop.on_log = on_log if ddp.main else None
     if resume_from is not None:
         loop.resume(checkpoint.find_checkpoint(resume_from))
 
@@ -179,6 +186,7 @@ def train(
         elif dev and ddp.main:
             bar.show(description="evaluate")
             result.final_metrics = _evaluate(peft_model, task, tokenizer, config, dev, final=True)
+            loop.notify("eval", {"step": state.step, **result.final_metrics})
         result.eval_time_s += time.perf_counter() - evaluated
         bar.show(description="done")
     result.wall_time_s = time.perf_counter() - started
@@ -273,6 +281,13 @@ class _Loop:
     @functools.cached_property
     def fingerprint(self) -> str:
         return checkpoint.data_fingerprint(self.task.train)
+
+    # --- the tracking hook (`train(on_log=...)`), rank 0 only ---------------------------------------
+    on_log: Callable[[str, dict[str, Any]], None] | None = None
+
+    def notify(self, kind: str, record: dict[str, Any]) -> None:
+        if self.on_log is not None:
+            self.on_log(kind, record)
 
     def resume(self, folder: Path) -> None:
         record = checkpoint.read_checkpoint(folder)
@@ -391,6 +406,7 @@ class _Loop:
                   "learning_rate": self.state.scheduler.get_last_lr()[0],
                   "steps_per_s": self.window_steps / elapsed, "examples_per_s": self.window_examples / elapsed}
         history.append(record)
+        self.notify("train", record)
         self.bar.show(loss=f"{mean_loss:.4f}",
                       rate=f"{record['steps_per_s']:.2f} step/s {record['examples_per_s']:.0f} ex/s")
         self.window_loss.zero_()
@@ -428,6 +444,7 @@ class _Loop:
             self.bar.show(description="evaluate")
             metrics = _evaluate(self.model, self.task, self.tokenizer, self.config, self.dev)
             self.result.evaluations.append({"step": self.state.step, "epoch": round(self.epoch, 4), "dev": metrics})
+            self.notify("eval", {"step": self.state.step, **metrics})
             self.bar.show(description="train")
             self.result.eval_time_s += time.perf_counter() - evaluated
             self.window_start += time.perf_counter() - evaluated  # evaluation is not training time
