@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
 from train_helpers import write_tiny_model, write_toy_data  # noqa: E402
 
 # The smallest comparison budget (as tests/compare uses): data is what is under test here.
-TINY_BUDGET = dict(steps=2, batch_size=8, max_length=16, eval_batch_size=16, timing_rounds=2, timing_steps=1,
-                   latency_batch=4, latency_reps=1)
+TINY_BUDGET = dict(steps=2, batch_size=8, max_length=16, eval_batch_size=16, timing_steps=1, timing_min_rounds=2,
+                   timing_seconds=2.0, lr_choice="literature", latency_batch=4, latency_reps=1)
 
 
 def _table(name: str) -> datasets.Dataset:

@@ -188,7 +188,7 @@ def _classification(source: "_Source", text_col, text_pair_col, label_col):
     text, pair, label = columns["text"], columns["text_pair"], columns["label"]
     label_names = _sorted_labels({row[label].strip() for row in train_rows})
     if len(label_names) < 2:  # one class is no classification (transformers would build a regression head)
-        raise DataError(f"{train_path}: column {label!r} holds one label only ({', '.join(map(repr, label_names))}) "
+        raise DataError(f"{source.train_where}: column {label!r} holds one label only ({', '.join(map(repr, label_names))}) "
                         "in the training rows used: a classifier needs at least two; check --label-col or the data")
     ids = {name: i for i, name in enumerate(label_names)}
 
