@@ -157,7 +157,8 @@ class Comparison:
                 found["wall_s"] = found.pop("worker_wall_s")
                 self.state.save_sweep(method.method, found)
                 self.console.print(f"{method.method}: lr {found.get('chosen') or method.learning_rate:g} in "
-                                   f"{found['wall_s']:.0f} s · {self.eta.line()}")
+                                   f"{found['wall_s']:.0f} s")
+                self.console.print(self.eta.line(), highlight=False)
             chosen.append(dataclasses.replace(method, learning_rate=found.get("chosen") or method.learning_rate,
                                               sweep=found))
         self.plan = dataclasses.replace(self.plan, methods=tuple(chosen))
@@ -190,7 +191,8 @@ class Comparison:
             trained[method.method] = runs
             self.plan = dataclasses.replace(self.plan, methods=tuple(methods))
             self.write(trained, timing=None, zero_shot=None)
-            self.console.print(f"{_finished_line(method.method, runs)} · {self.eta.line()}")
+            self.console.print(_finished_line(method.method, runs), highlight=False)
+            self.console.print(self.eta.line(), highlight=False)
         return trained
 
     def write(self, trained: dict[str, list[dict[str, Any]]], timing: dict[str, Any] | None,
@@ -345,5 +347,5 @@ def _run_phases(run: Comparison, keep_adapters: bool):
     if "error" in timing:
         run.console.print(f"[red]timing phase failed:[/red] {timing['error']['message'][:500]}")
         timing = {"methods": {m.method: {"error": timing["error"]} for m in run.plan.methods}, "base": {}}
-    run.console.print(run.eta.line())
+    run.console.print(run.eta.line(), highlight=False)
     return trained, timing, zero_shot
