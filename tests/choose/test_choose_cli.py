@@ -48,7 +48,7 @@ def test_from_report(tmp_path):
 ERRORS = [
     (["--task", "summarize"], "unknown task type 'summarize'; use one of: classification, "
                               "instruction-following, domain-adaptation, style-persona, code-generation, generation"),
-    (["--task", "generation", "--memory", "lots"], "--memory 'lots' is not a number of GB or 'cpu'"),
+    (["--task", "generation", "--memory", "lots"], "--memory 'lots' is not a number of GB > 0 or 'cpu'"),
     (["--task", "generation", "--goal", "fast"], "unknown goal 'fast'; use one of:"),
     (["--task", "generation", "--model", "llama-99b"], "unknown model 'llama-99b'"),
     (["--task", "generation", "--from-report", "no/such/folder"], "report folder no/such/folder not found"),
@@ -68,3 +68,10 @@ def test_malformed_results_json_is_one_line(tmp_path):
     result = invoke("--task", "classification", "--from-report", str(tmp_path))
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert "measurements.peak_memory_bytes is missing" in result.stderr
+
+
+def test_choose_without_memory_prints_the_table():
+    """Found by the flag fuzz: the memory column was formatted before --memory was known to be given."""
+    result = runner.invoke(app, ["choose", "--task", "classification", "--model", "bert-base"])
+    assert result.exit_code == 0, result.output
+    assert "memory not given" in result.stdout

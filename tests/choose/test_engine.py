@@ -28,7 +28,7 @@ def test_numbers_are_the_estimators():
     rec = choose(ChooseInputs(task="classification", model="bert-base", batch_size=8, seq_len=128))
     lora = rec.best
     direct = estimate("bert-base", "lora", Settings(batch_size=8, seq_len=128, num_labels=2),
-                      r=4, alpha=8, target_modules=("query", "value"))
+                      r=4, alpha=8, target_modules=("query", "value"), dropout=0.1)  # the rule's config
     assert lora.trainable_params == direct.trainable_params
     assert lora.training_memory_bytes == direct.memory.total
     assert lora.adapter_bytes == direct.file_bytes["float32"]

@@ -165,3 +165,36 @@ def test_compare_schema_errors_name_the_nested_field(tmp_path):
     data = {"methods": [compare_record("lora", "accuracy", None, 1.0, 1.0, 1)]}
     with pytest.raises(ReportError, match=r"record 0 \(lora\): measurements.quality.value must be a number"):
         read_results(write(tmp_path, data))
+
+
+def _with_intervals(method, value, ci, learned=True, memory_mb=900.0, median_ms=200.0, file_bytes=10**6):
+    found = compare_record(method, "accuracy", value, None, median_ms, file_bytes)
+    found["measurements"]["memory"]["peak_rss_mb"] = memory_mb
+    found["measurements"]["quality"].update({"ci": ci, "learned": learned})
+    return found
+
+
+def test_indistinguishable_qualities_are_ties_and_a_method_that_did_not_learn_is_not_recommended(tmp_path):
+    """compare/2: lora and ia3 cannot be told apart (their paired interval contains 0), so the
+    cheaper ia3 is not dominated and no sentence puts it below lora; prompt did not learn."""
+    data = {"schema": "peftlab.compare/2",
+            "quality": {"pairs": [{"a": "lora", "b": "ia3", "distinguishable": False},
+                                  {"a": "lora", "b": "adapters", "distinguishable": True},
+                                  {"a": "ia3", "b": "adapters", "distinguishable": True}]},
+            "methods": [_with_intervals("lora", 0.80, [0.77, 0.83], memory_mb=1000.0, file_bytes=10**6),
+                        _with_intervals("ia3", 0.79, [0.76, 0.82], memory_mb=950.0, file_bytes=10**5),
+                        _with_intervals("adapters", 0.74, [0.71, 0.77], memory_mb=1200.0, file_bytes=10**7),
+                        _with_intervals("prompt", 0.52, [0.49, 0.55], learned=False)]}
+    records = read_results(write(tmp_path, data))
+    assert records[0].ties == ("ia3",) and records[1].ties == ("lora",) and records[0].intervals
+    assert records[0].measurements.quality_ci == (0.77, 0.83) and records[3].measurements.learned is False
+    result = recommend_from_report(tmp_path, ChooseInputs(task="classification"))
+    choices = {c.method: c for c in result.choices}
+    assert choices["ia3"].on_front and choices["ia3"].rank == 1  # tied quality, cheaper everywhere
+    assert choices["lora"].dominated_by == ("IA³",)
+    assert dict(result.excluded)["prompt tuning"].startswith("did not learn")
+    assert not any(line.startswith("measured: LoRA") and "points below" in line for line in result.overrides)
+    assert any("cannot be told apart in quality" in line for line in result.overrides)
+    assert any(line.startswith("measured: adapters 5.0 points below IA³") for line in result.overrides)
+    assert any(line.startswith("measured: prompt tuning did not learn at the comparison's budget")
+               for line in result.overrides)

@@ -95,7 +95,8 @@ def _corrupt_copy(trained, root):
 @pytest.mark.parametrize("case, expected", [
     ("unknown method", "unknown method 'nope': choose one of"),
     ("unknown target", "target module(s) 'nothing' not found in BertForSequenceClassification; candidates:"),
-    ("bad rank", "lora: r=0 is invalid: expected an integer >= 1 and <= 4096"),
+    ("bad rank", "lora: r=5000 is invalid: expected an integer >= 1 and <= 4096"),
+    ("rank outside the flag domain", "Invalid value for --r: must be an integer >= 1, got 0"),
     ("option of another method", "method 'full' has no option 'r'"),
     ("missing adapter", "does not exist"),
     ("corrupt adapter", "is corrupt or not a safetensors file"),
@@ -105,7 +106,8 @@ def test_errors_are_one_line_with_exit_code_2(paths, trained, case, expected):
     args = {
         "unknown method": train_args(paths, out, "--method", "nope"),
         "unknown target": train_args(paths, out, "--targets", "nothing"),
-        "bad rank": train_args(paths, out, "--r", "0"),
+        "bad rank": train_args(paths, out, "--r", "5000"),
+        "rank outside the flag domain": train_args(paths, out, "--r", "0"),
         "option of another method": train_args(paths, out, "--method", "full", "--r", "4"),
         "missing adapter": ("eval", paths["root"] / "missing", "--model", paths["model"], "--data", paths["data"]),
         "corrupt adapter": ("eval", _corrupt_copy(trained, paths["root"]), "--model", paths["model"],

@@ -19,8 +19,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from peftlab.compare import make_plan, run_compare
 
 E2E = Path(__file__).parents[2] / "src" / "peftlab" / "data" / "embedded"
-TINY = dict(steps=2, batch_size=4, max_length=48, eval_batch_size=8, timing_rounds=1, timing_steps=1,
-            latency_batch=2, latency_reps=1, max_new_tokens=4, max_dev_prompts=3)
+TINY = dict(steps=2, batch_size=4, max_length=48, eval_batch_size=8, timing_steps=1,
+            timing_min_rounds=2, timing_seconds=2.0, lr_choice="literature", latency_batch=2, latency_reps=1, max_new_tokens=4, max_dev_prompts=3)
 
 
 def _write_model(folder: Path) -> Path:
@@ -68,10 +68,24 @@ def test_every_method_is_scored_by_generation(compared):
 
 
 def test_the_report_shows_generation_metrics(compared):
-    from peftlab.compare.report import quality_value
+    from peftlab.compare.figures import quality_value
 
     results, out = compared
     lora = results["methods"][0]
     assert quality_value(lora) == lora["measurements"]["quality"]["dev"]["rouge_l"]  # a percentage already
     report = (out / "report.md").read_text()
-    assert "| BLEU | perplexity |" in report and "| lora | 0.001 | rouge_l |" in report
+    assert "| method | learning rate | rouge_l |" in report and "| bleu | perplexity |" in report
+
+
+def test_generation_is_judged_against_the_untrained_model_with_intervals_per_prompt(compared):
+    results, _ = compared
+    quality = results["quality"]
+    assert quality["metric"] == "rouge_l" and "zero-shot" in quality["baseline"]["name"]
+    for record in results["methods"]:
+        found = record["measurements"]["quality"]
+        assert set(found["intervals"]) == {"rouge_l", "bleu", "perplexity"}
+        for metric, interval in found["intervals"].items():
+            assert interval["ci"][0] <= interval["value"] <= interval["ci"][1], metric
+        run = found["runs"][0]
+        assert len(run["per_prompt"]["outputs"]) == 3 and len(run["per_prompt"]["bleu_statistics"][0]) == 10
+        assert found["learned"] in (True, False)

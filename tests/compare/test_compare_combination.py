@@ -10,13 +10,13 @@ from train_helpers import write_tiny_model, write_toy_data
 import peftlab
 from peftlab.compare import make_plan, run_compare
 from peftlab.compare.plan import method_plan
+from peftlab.compare.runs import method_config
 from peftlab.core.registry import declaration
-from peftlab.compare.worker import method_config
 from peftlab.core.combination_files import MANIFEST_NAME
 from peftlab.errors import ConfigError
 
-TINY = dict(steps=3, batch_size=8, max_length=16, eval_batch_size=16, timing_rounds=1, timing_steps=1,
-            latency_batch=4, latency_reps=1)
+TINY = dict(steps=3, batch_size=8, max_length=16, eval_batch_size=16, timing_steps=1,
+            timing_min_rounds=2, timing_seconds=2.0, lr_choice="literature", latency_batch=4, latency_reps=1)
 
 
 def test_a_combination_is_planned_from_its_parts_literature_defaults():

@@ -8,7 +8,7 @@ from train_helpers import tiny_bert, write_tiny_model
 import peftlab
 from peftlab.compare import make_plan
 from peftlab.compare.estimates import estimate_method
-from peftlab.compare.worker import method_config
+from peftlab.compare.runs import method_config
 
 MB = 2**20
 
@@ -17,7 +17,8 @@ MB = 2**20
 def estimates(tmp_path_factory):
     folder = write_tiny_model(tmp_path_factory.mktemp("estimates") / "model")
     plan = make_plan(model=str(folder), methods="lora,prompt,qlora,lora+prompt,qlora+prompt,lora+adapters", threads=1)
-    rows = {m.method: estimate_method(plan, m, folder, num_labels=2, seq_len=16, device="cpu") for m in plan.methods}
+    rows = {m.method: estimate_method(plan, m, folder, num_labels=2, batch_size=8, seq_len=16, device="cpu")
+            for m in plan.methods}
     return plan, rows
 
 

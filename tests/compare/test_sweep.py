@@ -8,8 +8,9 @@ import pytest
 from train_helpers import write_tiny_model, write_toy_data
 
 from peftlab.compare.plan import make_plan
+from peftlab.compare.runs import load_base, load_compare_task
 from peftlab.compare.sweep import MAX_EXTENSIONS, choose, past_the_edge, run_sweep, sweep_grid
-from peftlab.compare.worker import load_base, load_compare_task
+from peftlab.compare.training import run_training
 
 
 class _Untouchable(tuple):
@@ -66,7 +67,8 @@ def test_the_worker_runs_a_sweep_phase(tiny_plan, tmp_path):
     from peftlab.compare import worker
     from peftlab.io import write_json
 
-    write_json(tmp_path / "spec.json", {"phase": "sweep", "plan": tiny_plan.to_dict(), "method": "lora"})
+    write_json(tmp_path / "spec.json", {"phase": "lr", "plan": tiny_plan.to_dict(), "method": "lora",
+                                        "checkpoints": str(tmp_path / "lr")})
     assert worker.main([str(tmp_path / "spec.json"), str(tmp_path / "out.json")]) == 0
     result = json.loads((tmp_path / "out.json").read_text())
     assert result["chosen"] in [p["learning_rate"] for p in result["points"]] and result["metric"] == "accuracy"
@@ -103,8 +105,6 @@ def test_a_diverging_rate_stops_early_and_is_never_chosen(tiny_plan, monkeypatch
 
 def test_the_reported_run_repeats_the_chosen_sweep_run(tiny_plan, tmp_path):
     """Same rows, same seeded start, same order: the model scored on dev is the one that won validation."""
-    from peftlab.compare.worker import run_training
-
     sweep = _sweep(tiny_plan)
     method = dataclasses.replace(tiny_plan.method("lora"), learning_rate=sweep["chosen"], sweep=sweep)
     plan = dataclasses.replace(tiny_plan, methods=(method,))

@@ -12,7 +12,7 @@ from train_helpers import write_tiny_model, write_toy_data
 
 import peftlab.models
 import peftlab.models.loading
-from peftlab.compare import worker
+from peftlab.compare import runs
 from peftlab.compare.plan import make_plan
 from peftlab.quant import Linear4bit
 
@@ -25,15 +25,15 @@ def plan(tmp_path_factory):
 
 
 def test_qlora_base_is_loaded_into_nf4_with_the_same_seeded_head(plan, monkeypatch):
-    task = worker.load_compare_task(plan)
-    floating = worker.load_base(plan, task, plan.method("lora")).model
+    task = runs.load_compare_task(plan)
+    floating = runs.load_base(plan, task, plan.method("lora")).model
 
     def no_float_load(*args, **kwargs):
         raise AssertionError("the float loader was called for QLoRA")
 
     monkeypatch.setattr(peftlab.models, "load_model", no_float_load)
     monkeypatch.setattr(peftlab.models.loading, "load_model", no_float_load)
-    quantized = worker.load_base(plan, task, plan.method("qlora")).model
+    quantized = runs.load_base(plan, task, plan.method("qlora")).model
     assert any(isinstance(m, Linear4bit) for m in quantized.modules())
     assert not any(isinstance(m, Linear4bit) for m in floating.modules())
     assert torch.equal(quantized.classifier.weight, floating.classifier.weight)  # one seeded head for all

@@ -91,3 +91,67 @@ def test_full_fine_tuning_round_trip(tmp_path):
     assert config["peftlab"]["method"] == "full"
     reloaded = peftlab.load_adapter(tiny_model("llama", "causal-lm"), tmp_path)
     assert torch.all(reloaded.model.model.norm.weight == 0.5)
+
+
+# --- loaded tensors are checked (issue 22) ------------------------------------------------------
+def _rewrite_tensors(saved, change):
+    tensors = load_file(saved / WEIGHTS_NAME)
+    save_file({key: change(key, tensor) for key, tensor in tensors.items()}, saved / WEIGHTS_NAME)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_nan_or_infinite_adapter_is_refused_naming_the_tensor(saved, value):
+    _rewrite_tensors(saved, lambda key, tensor: torch.full_like(tensor, value))
+    model = peftlab.PeftModel(tiny_model("bert"))
+    with pytest.raises(AdapterFileError, match=r"adapter_model.safetensors: tensor 'base_model\.model\..*' holds "
+                                               "NaN or infinite values; the adapter cannot be used") as raised:
+        peftlab.load_adapter(model, saved)
+    assert "\n" not in str(raised.value) and model.configs == {}
+
+
+def test_one_nan_value_in_one_tensor_is_enough(saved):
+    key = "base_model.model.bert.encoder.layer.1.attention.self.value.lora_A.weight"
+    _rewrite_tensors(saved, lambda k, t: t.index_fill(1, torch.tensor([3]), float("nan")) if k == key else t)
+    with pytest.raises(AdapterFileError, match=f"tensor '{key}' holds NaN"):
+        peftlab.load_adapter(tiny_model("bert"), saved)
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.bool, torch.uint8, torch.int64])
+def test_integer_and_bool_tensors_are_refused_not_cast(saved, dtype):
+    _rewrite_tensors(saved, lambda key, tensor: tensor.to(dtype))
+    with pytest.raises(AdapterFileError, match=f"is {str(dtype).removeprefix('torch.')}, weights must be floating"):
+        peftlab.load_adapter(tiny_model("bert"), saved)
+
+
+def test_float16_tensors_load_cast_with_one_warning(saved, caplog):
+    _rewrite_tensors(saved, lambda key, tensor: (tensor + 0.25).to(torch.float16))
+    with caplog.at_level("WARNING", logger="peftlab"):
+        model = peftlab.load_adapter(tiny_model("bert"), saved)
+    casts = [r.getMessage() for r in caplog.records if "cast from" in r.getMessage()]
+    assert len(casts) == 1 and casts[0].endswith("tensor(s) cast from float16 to float32")
+    for key, value in model.adapter_parameters("default").items():
+        assert value.dtype == torch.float32 and torch.all(value == value.half().float()), key
+
+
+def test_saving_over_an_adapter_replaces_it_whole_and_keeps_other_files(saved):
+    (saved / "README.md").write_text("mine")
+    model = peftlab.apply(tiny_model("bert"), peftlab.LoraConfig(r=2))
+    peftlab.save_adapter(model, saved)
+    assert sorted(p.name for p in saved.iterdir()) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["adapter"]  # no temporaries
+    assert json.loads((saved / CONFIG_NAME).read_text())["r"] == 2
+
+
+def test_a_base_weight_of_a_module_the_adapter_does_not_wrap_is_unexpected(saved):
+    """HF PEFT files may carry a targeted embedding's full weight; any other base weight in a file
+    would silently overwrite the base model, which delete_adapter could not undo."""
+    key = "base_model.model.bert.embeddings.word_embeddings.weight"
+    _rewrite_tensors(saved, lambda k, t: t)
+    tensors = load_file(saved / WEIGHTS_NAME)
+    tensors[key] = torch.zeros(128, 32)
+    save_file(tensors, saved / WEIGHTS_NAME)
+    base = tiny_model("bert")
+    before = base.bert.embeddings.word_embeddings.weight.detach().clone()
+    with pytest.raises(AdapterFileError, match=f"unexpected 1: {key}"):
+        peftlab.load_adapter(base, saved)
+    assert torch.equal(base.bert.embeddings.word_embeddings.weight, before)

@@ -67,7 +67,7 @@ def test_missing_column_lists_existing_columns(tmp_path):
 
 
 def test_unknown_dev_label_and_unknown_source(tmp_path):
-    write(tmp_path / "train.csv", "text,label\na,x\n")
+    write(tmp_path / "train.csv", "text,label\na,x\nc,z\n")
     write(tmp_path / "dev.csv", "text,label\nb,y\n")
     with pytest.raises(DataError, match="'y' does not occur"):
         load_task(str(tmp_path))
@@ -118,7 +118,7 @@ def test_split_validation_causal_keeps_prompts_on_one_side():
 
 
 def test_folder_file_names_and_ambiguity(tmp_path):
-    write(tmp_path / "a.csv", "text,label\nx,1\n")
+    write(tmp_path / "a.csv", "text,label\nx,1\nz,0\n")
     write(tmp_path / "b.csv", "text,label\ny,1\n")
     task = load_task(str(tmp_path), train_file="a.csv", dev_file="b.csv")
     assert task.train[0].text == "x" and task.dev[0].text == "y"

@@ -54,11 +54,11 @@ def test_seed_memory_model_table():
 
 
 def test_seeds_and_scaling_tables_print():
-    result = run("--seeds", "--scaling")
+    result = run("--source-tables", "--scaling")
     assert result.exit_code == 0, result.output
     for text in ("16.78M", "100.1 GB", "0.887M", "~50M", "full/QLoRA", "llama-2-70b"):
         assert text in result.stdout
-    data = json.loads(run("--seeds", "--json").stdout)["seeds"]
+    data = json.loads(run("--source-tables", "--json").stdout)["seeds"]
     adapters = data["seed 003: 7B parameters and storage"][3]
     assert adapters["params"] == 33_820_672 and "does not follow" in adapters["assumption"]
 

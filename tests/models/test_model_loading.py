@@ -128,3 +128,21 @@ def test_smollm2_causal_lm_from_the_default_cache():
     again = load_model("smollm2", "classification", num_labels=2)
     assert time.perf_counter() - start < 20  # from the cache, no second conversion
     assert again.new_parameters == ("score.weight",) and again.model.config.pad_token_id is not None
+
+
+def test_a_hub_id_resolves_from_the_local_hugging_face_cache(tmp_path, monkeypatch):
+    """A snapshot as `hf download user/name` leaves it; an absent id says how to get it."""
+    import huggingface_hub.constants
+
+    from peftlab.models.loading import ModelNotFoundError, resolve_model_folder
+
+    repo = tmp_path / "hub" / "models--peftlab--tiny-bert"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text('{"model_type": "bert"}')
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert resolve_model_folder("peftlab/tiny-bert") == snapshot
+    with pytest.raises(ModelNotFoundError, match="'peftlab/absent' is not in the local Hugging Face cache.*hf download"):
+        resolve_model_folder("peftlab/absent")

@@ -10,6 +10,7 @@ import shutil
 import peftlab
 import pytest
 import torch
+from safetensors.torch import load_file
 from train_helpers import minilm_tokenizer, tiny_bert, toy_task
 
 from peftlab.errors import ConfigError
@@ -165,7 +166,7 @@ def test_nan_loss_stops_the_run_and_leaves_the_last_good_checkpoint(task, tokeni
     assert (stopped.value.reason, stopped.value.step) == ("nonfinite", 6)
     assert [f.name for f in complete_checkpoints(tmp_path)] == ["step-2", "step-4"]
     assert find_checkpoint(tmp_path) == tmp_path / "step-4"
-    saved = checkpoint_module.load_file(str(tmp_path / "step-4" / "trainable.safetensors"))
+    saved = load_file(str(tmp_path / "step-4" / "trainable.safetensors"))
     assert all(torch.isfinite(t).all() for t in saved.values())
 
 

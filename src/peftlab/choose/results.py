@@ -11,6 +11,9 @@ Two layouts are accepted, each record becoming one `ResultRecord`:
                 {"phase", "type", "message"}, "measurements": {"quality": {"metric", "value"},
                 "memory": {"peak_gpu_mb" | "peak_rss_mb"}, "step_time": {"median_ms"},
                 "adapter_file_bytes", "params": {"trainable"}}}]}   (MB here are 2**20 bytes)
+    compare/2 the same, plus each quality's "ci" and "learned", and the comparison's paired
+              differences ("quality": {"pairs": [{"a", "b", "distinguishable"}]}): a record's
+              `ties` are the methods whose quality it cannot be told apart from
 
 Other keys are ignored. A malformed file fails with one line naming the record and the field.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from peftlab.choose.rules import load_rules
@@ -47,6 +50,8 @@ class Measurements:
     adapter_bytes: int
     trainable_params: int | None = None
     metric: str | None = None
+    quality_ci: tuple[float, float] | None = None  # 95 % interval (compare/2)
+    learned: bool | None = None  # False: no better than the baseline at this budget (compare/2)
 
     @property
     def score(self) -> float:
@@ -62,17 +67,19 @@ class ResultRecord:
     config: dict
     measurements: Measurements | None
     error: str | None = None
+    ties: tuple[str, ...] = ()  # methods whose measured quality this one cannot be told apart from
+    intervals: bool = False     # whether the comparison measured intervals (then `ties` is known)
 
     @property
     def label(self) -> str:
         return _LABELS.get(self.method, self.method)
 
 
-def _number(where: str, key: str, value, *, integer: bool = False, positive: bool = False):
+def _number(where: str, key: str, value, *, integer: bool = False, positive: bool = False, signed: bool = False):
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and integer:
         ok = float(value).is_integer()
-    if not ok or value < 0 or (positive and value <= 0):
+    if not ok or (value < 0 and not signed) or (positive and value <= 0):
         kind = "a non-negative integer" if integer else "a positive number" if positive else "a number"
         raise ReportError(f"{RESULTS_NAME}: {where}: measurements.{key} must be {kind}, got {value!r}")
     return int(value) if integer else float(value)
@@ -98,6 +105,11 @@ def _nested(where: str, found: dict) -> Measurements:
     quality, memory = found["quality"], found.get("memory") or {}
     peak = "peak_gpu_mb" if memory.get("peak_gpu_mb") is not None else "peak_rss_mb"
     trainable = (found.get("params") or {}).get("trainable")
+    ci = quality.get("ci")
+    if ci is not None:
+        ci = (_number(where, "quality.ci[0]", ci[0] if isinstance(ci, list) and len(ci) == 2 else None, signed=True),
+              _number(where, "quality.ci[1]", ci[1], signed=True))
+    learned = quality.get("learned")
     return Measurements(
         quality=_number(where, "quality.value", quality.get("value")),
         peak_memory_bytes=round(_number(where, f"memory.{peak}", memory.get(peak)) * MIB),
@@ -106,7 +118,7 @@ def _nested(where: str, found: dict) -> Measurements:
         adapter_bytes=_number(where, "adapter_file_bytes", found.get("adapter_file_bytes"), integer=True),
         trainable_params=None if trainable is None else
         _number(where, "params.trainable", trainable, integer=True),
-        metric=quality.get("metric"))
+        metric=quality.get("metric"), quality_ci=ci, learned=learned if isinstance(learned, bool) else None)
 
 
 def _error_text(error) -> str:
@@ -114,6 +126,20 @@ def _error_text(error) -> str:
         text = f"{error.get('type', 'error')}: {error.get('message', '')}".strip(": ")
         return f"{text} ({error['phase']})" if error.get("phase") else text
     return str(error)
+
+
+def _ties(data) -> dict[str, set[str]] | None:
+    """method -> the methods it cannot be told apart from, when the file has paired intervals."""
+    pairs = data.get("quality", {}).get("pairs") if isinstance(data, dict) and isinstance(data.get("quality"), dict) \
+        else None
+    if not isinstance(pairs, list):
+        return None
+    ties: dict[str, set[str]] = {}
+    for pair in pairs:
+        if isinstance(pair, dict) and pair.get("distinguishable") is False:
+            ties.setdefault(str(pair.get("a")), set()).add(str(pair.get("b")))
+            ties.setdefault(str(pair.get("b")), set()).add(str(pair.get("a")))
+    return ties
 
 
 def _record(index: int, raw) -> ResultRecord:
@@ -149,8 +175,12 @@ def read_results(folder: str | Path) -> tuple[ResultRecord, ...]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ReportError(f"{path} is not valid JSON ({err}); rerun `peftlab compare`") from err
+    ties = _ties(data)
     if isinstance(data, dict):
         data = next((data[k] for k in ("methods", "results") if isinstance(data.get(k), list)), data)
     if not isinstance(data, list) or not data:
         raise ReportError(f"{path}: expected a non-empty list of method records")
-    return tuple(_record(i, raw) for i, raw in enumerate(data))
+    records = tuple(_record(i, raw) for i, raw in enumerate(data))
+    if ties is None:
+        return records
+    return tuple(replace(r, ties=tuple(sorted(ties.get(r.method, ()))), intervals=True) for r in records)

@@ -11,15 +11,17 @@ The rules live in `peftlab/choose/rules.json`; every reason printed cites its se
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from peftlab.choose import GOALS, TASKS, ChooseInputs, choose, recommend_from_report
 from peftlab.errors import ConfigError
+from peftlab.tables import TableData, check_format, format_tables, print_tables
 
 
 def parse_memory(text: str | None) -> float | str | None:
@@ -30,9 +32,12 @@ def parse_memory(text: str | None) -> float | str | None:
     if word == "cpu":
         return "cpu"
     try:
-        return float(word.removesuffix("gb").strip())
+        gigabytes = float(word.removesuffix("gb").strip())
     except ValueError:
-        raise ConfigError(f"--memory {text!r} is not a number of GB or 'cpu'; e.g. --memory 24") from None
+        gigabytes = math.nan
+    if not math.isfinite(gigabytes) or gigabytes <= 0:
+        raise ConfigError(f"--memory {text!r} is not a number of GB > 0 or 'cpu'; e.g. --memory 24")
+    return gigabytes
 
 
 def _size(n: int | None, unit: float, suffix: str) -> str:
@@ -70,38 +75,36 @@ def describe_config(candidate) -> str:
     return " ".join(parts)
 
 
-def _print_recommendation(rec, console: Console) -> None:
+def recommendation_table(rec) -> TableData:
     inputs = rec.inputs
-    memory = {"cpu": "cpu (no accelerator)", None: "not given"}.get(inputs.memory, f"{inputs.memory:g} GB")
-    table = Table(title=f"peftlab choose: {inputs.task} · model {rec.model or '—'} · memory {memory}")
-    for column in ("#", "method", "configuration", "trainable", "train memory", "fits", "adapter file"):
-        table.add_column(column, overflow="fold")
+    memory = {"cpu": "cpu (no accelerator)", None: "not given"}.get(inputs.memory) or f"{inputs.memory:g} GB"
+    return TableData(f"peftlab choose: {inputs.task} · model {rec.model or '—'} · memory {memory}",
+                     ("#", "method", "configuration", "trainable", "train memory", "fits", "adapter file"),
+                     [(str(c.rank), c.label, describe_config(c), _params(c.trainable_params),
+                       _size(c.training_memory_bytes, 1e9, "GB"), {True: "yes", False: "no", None: "—"}[c.fits],
+                       _size(c.adapter_bytes, 1e6, "MB")) for c in rec.candidates], key_columns=2)
+
+
+def recommendation_details(rec) -> list[tuple[str, bool]]:
+    """The reasons, next steps and advice under the table: (line, is_heading)."""
+    lines: list[tuple[str, bool]] = []
     for c in rec.candidates:
-        fits = {True: "yes", False: "no", None: "—"}[c.fits]
-        table.add_row(str(c.rank), c.label, describe_config(c), _params(c.trainable_params),
-                      _size(c.training_memory_bytes, 1e9, "GB"), fits, _size(c.adapter_bytes, 1e6, "MB"))
-    console.print(table)
-    for c in rec.candidates:
-        console.print(f"[bold]#{c.rank} {c.label}[/bold]  (inference: {c.inference})", highlight=False)
-        console.print(f"  = configuration: {c.config_source}", highlight=False, markup=False)
-        for reason in c.reasons:
-            console.print(f"  + {reason}", highlight=False, markup=False)
-        for caution in c.cautions:
-            console.print(f"  ! {caution}", highlight=False, markup=False)
+        lines.append((f"#{c.rank} {c.label}  (inference: {c.inference})", True))
+        lines.append((f"  = configuration: {c.config_source}", False))
+        lines += [(f"  + {reason}", False) for reason in c.reasons]
+        lines += [(f"  ! {caution}", False) for caution in c.cautions]
     best = rec.best
-    console.print(f"\n[bold]Next steps for #1 {best.label}[/bold]", highlight=False)
+    lines.append((f"Next steps for #1 {best.label}", True))
     for kind, steps in best.next_steps.items():
-        console.print(f"  if {kind}:", highlight=False)
-        for step in steps:
-            console.print(f"    - {step}", highlight=False, markup=False)
+        lines.append((f"  if {kind}:", False))
+        lines += [(f"    - {step}", False) for step in steps]
     if rec.advice:
-        console.print("\n[bold]Advice[/bold]")
-        for reason in rec.advice:
-            console.print(f"  * {reason}", highlight=False, markup=False)
+        lines.append(("Advice", True))
+        lines += [(f"  * {reason}", False) for reason in rec.advice]
     if rec.resolutions:
-        console.print("\n[bold]Where the seeds disagree (rule order)[/bold]")
-        for rule, note in rec.resolutions.items():
-            console.print(f"  {rule}: {note}", highlight=False, markup=False)
+        lines.append(("Where the seeds disagree (rule order)", True))
+        lines += [(f"  {rule}: {note}", False) for rule, note in rec.resolutions.items()]
+    return lines
 
 
 def _learning_rate(config: dict) -> str:
@@ -112,25 +115,40 @@ def _learning_rate(config: dict) -> str:
     return f"{rate:g}" + (" (swept)" if (config.get("sweep") or {}).get("chosen") == rate else "")
 
 
-def _print_report(result, console: Console) -> None:
-    table = Table(title=f"peftlab choose --from-report {result.folder} · {result.inputs.task}")
-    for column in ("#", "method", "learning rate", "quality", "peak memory", "step time", "adapter file",
-                   "Pareto"):
-        table.add_column(column, overflow="fold")
+def report_table(result) -> TableData:
+    rows = []
     for c in result.choices:
         m = c.measurements
         front = "front" if c.on_front else "dominated by " + ", ".join(c.dominated_by)
-        quality = f"{m.quality:g}" + (f" {m.metric}" if m.metric else "")
-        table.add_row(str(c.rank), c.label, _learning_rate(c.config), quality,
-                      _size(m.peak_memory_bytes, 1e9, "GB"), f"{m.step_time_s:.3f} s",
-                      _size(m.adapter_bytes, 1e6, "MB"), front)
-    console.print(table)
-    for label, why in result.excluded:
-        console.print(f"  excluded {label}: {why}", highlight=False, markup=False)
+        quality = f"{m.quality:.4g}" + (f" [{m.quality_ci[0]:.4g}, {m.quality_ci[1]:.4g}]" if m.quality_ci else "") \
+            + (f" {m.metric}" if m.metric else "")
+        rows.append((str(c.rank), c.label, _learning_rate(c.config), quality, _size(m.peak_memory_bytes, 1e9, "GB"),
+                     f"{m.step_time_s:.3f} s", _size(m.adapter_bytes, 1e6, "MB"), front))
+    return TableData(f"peftlab choose --from-report {result.folder} · {result.inputs.task}",
+                     ("#", "method", "learning rate", "quality [95% interval]", "peak memory", "step time",
+                      "adapter file", "Pareto"), rows, key_columns=2)
+
+
+def report_details(result) -> list[tuple[str, bool]]:
+    lines = [(f"  excluded {label}: {why}", False) for label, why in result.excluded]
     if result.overrides:
-        console.print("\n[bold]Measured vs rule of thumb[/bold]")
-        for line in result.overrides:
-            console.print(f"  {line}", highlight=False, markup=False)
+        lines.append(("Measured vs rule of thumb", True))
+        lines += [(f"  {line}", False) for line in result.overrides]
+    return lines
+
+
+def _print(table: TableData, details: list[tuple[str, bool]], fmt: str, console: Console) -> None:
+    """The table in `fmt`, then the details: bold headings in a terminal, a list in Markdown."""
+    if fmt == "csv":
+        console.out(format_tables([table], "csv"), highlight=False)
+        return
+    if fmt == "markdown":
+        lines = [f"\n**{text}**\n" if heading else f"- {text.strip()}" for text, heading in details]
+        console.out(format_tables([table], "markdown") + "\n" + "\n".join(lines), highlight=False)
+        return
+    print_tables([table], console=console)
+    for text, heading in details:
+        console.print(Text(("\n" if heading else "") + text, style="bold" if heading else ""))
 
 
 def choose_command(
@@ -147,19 +165,23 @@ def choose_command(
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per example for the memory estimate.")] = 512,
     num_labels: Annotated[int, typer.Option("--num-labels", help="Classes (classification).")] = 2,
     from_report: Annotated[Optional[Path], typer.Option("--from-report", help="A `peftlab compare` folder: recommend from its measurements.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (= --format json).")] = False,
+    output_format: Annotated[str, typer.Option("--format", help="table, markdown, json or csv.")] = "table",
 ) -> None:
     """Recommend a PEFT method and configuration, ranked, with the seed rule behind each reason."""
     inputs = ChooseInputs(task=task, latency_critical=latency_critical, memory=parse_memory(memory),
                           model=model, examples=examples, num_tasks=tasks, storage_mb=storage_mb,
                           combine_tasks=combine, goal=goal, batch_size=batch_size, seq_len=seq_len,
                           num_labels=num_labels)
+    output_format = check_format("json" if as_json else output_format)
     result = recommend_from_report(from_report, inputs) if from_report is not None else choose(inputs)
-    if as_json:
+    if output_format == "json":
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
-    console = Console()
-    (_print_report if from_report is not None else _print_recommendation)(result, console)
+    if from_report is not None:
+        _print(report_table(result), report_details(result), output_format, Console())
+    else:
+        _print(recommendation_table(result), recommendation_details(result), output_format, Console())
 
 
 def register(app: typer.Typer) -> None:

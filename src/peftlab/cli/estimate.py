@@ -3,7 +3,7 @@
     peftlab estimate llama-2-7b -m lora,qlora,full --r 16
     peftlab estimate path/to/config.json -m all --num-labels 2 --json
     peftlab estimate gpt2 -m adapters,ia3 --bottleneck-size 16 --target-modules mlp.c_proj
-    peftlab estimate --seeds            # the seeds' tables, reproduced, with notes
+    peftlab estimate --source-tables    # the source documents' tables, reproduced, with notes
     peftlab estimate --scaling --csv    # 1B/7B/13B/70B: full vs LoRA vs QLoRA
 
 The method options are generated from the registry: one `--<field>` per field of any registered
@@ -40,10 +40,11 @@ def estimate_command(
     attention: str = typer.Option("eager", help="eager (keeps B·H·T·T) or sdpa (fused)"),
     gradient_checkpointing: bool = typer.Option(False, help="keep only block inputs"),
     device: str = typer.Option("cuda", help="cuda or cpu (CPU dropout keeps float masks)"),
-    seeds: bool = typer.Option(False, "--seeds", help="reproduce the seeds' tables"),
+    seeds: bool = typer.Option(False, "--source-tables", help="reproduce the source documents' tables"),
     scaling: bool = typer.Option(False, "--scaling", help="1B/7B/13B/70B scaling table"),
-    json_out: bool = typer.Option(False, "--json", help="print JSON"),
-    csv_out: bool = typer.Option(False, "--csv", help="print CSV"),
+    output_format: str = typer.Option("table", "--format", help="table, markdown, json or csv"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON (= --format json)"),
+    csv_out: bool = typer.Option(False, "--csv", help="print CSV (= --format csv)"),
     charts: Optional[Path] = typer.Option(None, help="folder to write params.png, memory.png"),
     **method_options: Optional[str],
 ) -> None:
@@ -53,9 +54,13 @@ def estimate_command(
 
     if json_out and csv_out:
         raise PeftlabError("--json and --csv are exclusive; pass one of them")
+    from peftlab.tables import check_format
+
+    output_format = check_format("json" if json_out else "csv" if csv_out else output_format)
+    machine = output_format in ("json", "csv")
     if model is None and not (seeds or scaling):
         raise PeftlabError("no model given; pass a preset or a config.json path "
-                           "(see `peftlab estimate --help`), or --seeds / --scaling")
+                           "(see `peftlab estimate --help`), or --source-tables / --scaling")
     run = Settings(memory_model=memory_model, batch_size=batch_size, seq_len=seq_len,
                    precision=precision, attention=attention,
                    gradient_checkpointing=gradient_checkpointing, num_labels=num_labels,
@@ -69,7 +74,7 @@ def estimate_command(
         configs = method_configs(names, given, settings or [])
         ests = [estimate(model, config, run) for config in configs]
         tables[f"{ests[0].model}: parameters, adapter file, training memory (GB, "
-               f"{memory_model} model)"] = (render.estimate_rows(ests) if json_out or csv_out
+               f"{memory_model} model)"] = (render.estimate_rows(ests) if machine
                                             else render.display_rows(ests))
         tables["trainable parameters by module type"] = render.breakdown_rows(ests)
         payload["estimates"] = [e.to_dict() for e in ests]
@@ -90,13 +95,13 @@ def estimate_command(
         title = (f"scaling: training memory ({run.precision}, AdamW, B={batch_size}, "
                  f"T={seq_len}, LoRA/QLoRA r={r} on q_proj, v_proj)")
         tables[title] = payload["scaling"] = render.scaling_rows(scaling_table(run, r))
-    if json_out:
+    if output_format == "json":
         typer.echo(render.to_json(payload))
-    elif csv_out:
+    elif output_format == "csv":
         typer.echo("\n".join(f"# {title}\n{render.to_csv(rows)}" for title, rows in tables.items()
                              if rows))
     else:
-        render.print_tables(tables, notes)
+        render.print_tables(tables, notes, output_format)
 
 
 def method_configs(names: list[str], given: dict[str, str], settings: list[str]) -> list:

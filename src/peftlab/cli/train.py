@@ -11,19 +11,20 @@
 `--data` an embedded task (sst2, e2e), a folder with train/dev files, or one CSV/TSV/JSONL file.
 Any method of the registry trains through the same command: the common LoRA-style flags (`--r`,
 `--alpha`, `--targets`, `--dropout`) and `--set key=value` fill the method's config.
+`--out` is checked before any work (a file, or a folder that cannot be written, is one error
+line) and written as one unit at the end (`peftlab.io.replace_folder`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from peftlab.errors import ConfigError, PeftlabError
+from peftlab.errors import ConfigError
 
 ModelOpt = Annotated[str, typer.Option("--model", help="Known name (minilm, smollm2), HF folder or .gguf file.")]
 DataOpt = Annotated[str, typer.Option("--data", help="Embedded task (sst2, e2e), data folder, or CSV/TSV/JSONL file.")]
@@ -34,6 +35,8 @@ PromptCol = Annotated[Optional[str], typer.Option("--prompt-col", help="Column w
 TargetCol = Annotated[Optional[str], typer.Option("--target-col", help="Column with the target (causal-LM).")]
 MaxTrain = Annotated[Optional[int], typer.Option("--max-train", help="Keep the first N training rows.")]
 MaxDev = Annotated[Optional[int], typer.Option("--max-dev", help="Keep the first N dev rows (causal-LM: prompts).")]
+ReportTo = Annotated[str, typer.Option(
+    "--report-to", help="none | tensorboard | mlflow (or both, comma-separated): local files under --out.")]
 
 _KINDS = {"SEQ_CLS": "classification", "CAUSAL_LM": "causal-lm"}
 
@@ -107,6 +110,7 @@ def train_command(
     stop_if_loss_rises_after: Annotated[Optional[float], typer.Option(
         "--stop-if-loss-rises-after",
         help="Fraction of the run after which a loss above the first logged one stops it (LR sweeps).")] = None,
+    report_to: ReportTo = "none",
 ) -> None:
     """Fine-tune a model with one method and write the adapter plus metrics.json to --out.
 
@@ -115,9 +119,12 @@ def train_command(
     """
     from peftlab.cli.main import command_line
     from peftlab.cli.options import method_config
+    from peftlab.io import check_writable_folder
     from peftlab.train import TrainConfig, distributed, train, write_run
     from peftlab.train.checkpoint import CHECKPOINTS
+    from peftlab.tracking import open_tracker, parse_report_to, train_callback
 
+    trackers = parse_report_to(report_to)
     flags = {"r": r, "alpha": alpha, "target_modules": targets, "dropout": dropout}
     config = method_config(method, {k: v for k, v in flags.items() if v is not None}, settings or [])
     chosen = {"learning_rate": lr, "epochs": epochs, "max_steps": steps, "batch_size": batch_size,
@@ -137,6 +144,10 @@ def train_command(
 
     ddp = distributed.setup(train_config.device)  # joins the process group under torchrun
     echo = typer.echo if ddp.main else (lambda *_: None)
+    if ddp.main:  # before any work: a finished run must never be lost to an unwritable --out
+        check_writable_folder(out, "--out")
+        if checkpoint_dir is not None and train_config.checkpoint_every:
+            check_writable_folder(checkpoint_dir, "--checkpoint-dir")
     task = _load_task(data, max_train, max_dev, text_col=text_col, text_pair_col=text_pair_col,
                       label_col=label_col, prompt_col=prompt_col, target_col=target_col)
     torch.manual_seed(seed)  # the new head's and the adapter's initial weights
@@ -148,8 +159,12 @@ def train_command(
         runtime.append(f"{ddp.world_size} processes")
     echo(f"{method} on {loaded.name} / {task.name}: {len(task.train)} train, {len(task.dev)} dev; "
          f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%); {', '.join(runtime)}")
-    result = train(peft_model, task, loaded.tokenizer, train_config, progress=progress,
-                   checkpoint_dir=checkpoint_dir or out / CHECKPOINTS, resume_from=resume)
+    with open_tracker(trackers if ddp.main else (), out, run_name=out.name or method) as tracker:
+        tracker.log_params({"method": method, "model": model, "data": data, **config.to_dict(),
+                            **{f"train/{k}": v for k, v in dataclasses.asdict(train_config).items()}})
+        result = train(peft_model, task, loaded.tokenizer, train_config, progress=progress,
+                       checkpoint_dir=checkpoint_dir or out / CHECKPOINTS, resume_from=resume,
+                       on_log=train_callback(tracker))
     if ddp.main:
         extra = {"model": {"name": model, "source_path": loaded.source_path, "class": type(loaded.model).__name__},
                  "data": data}
@@ -212,25 +227,32 @@ def merge_command(
     adapter: Annotated[Path, typer.Argument(help="Adapter folder to merge.")],
     out: Annotated[Path, typer.Option("--out", help="New folder for the merged Hugging Face model.")],
     model: ModelOpt = "minilm",
-    safe: Annotated[bool, typer.Option("--safe", help="Merge in a copy and refuse non-finite weights.")] = False,
+    safe: Annotated[bool, typer.Option(
+        "--safe/--unsafe", help="Merge in a copy and refuse non-finite weights; --unsafe skips the check.")] = True,
     kind: Annotated[Optional[str], typer.Option("--kind", help="classification | causal-lm [from the adapter].")] = None,
     num_labels: Annotated[Optional[int], typer.Option("--num-labels", help="Classifier outputs [from metrics.json].")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
 ) -> None:
-    """Fold an adapter into the base weights and write a plain Hugging Face model folder."""
+    """Fold an adapter into the base weights and write a plain Hugging Face model folder.
+
+    The merged weights are checked (NaN or infinite ones are refused) unless --unsafe."""
     import peftlab
     from peftlab.core.files import read_adapter_config
+    from peftlab.io import check_writable_folder
     from peftlab.models import load_model
     from peftlab.train import read_run
 
     fields = read_adapter_config(adapter)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists already: choose a new folder or pass --overwrite")
+    if adapter.resolve().is_relative_to(out.resolve()):
+        raise ConfigError(f"--out {out} holds the adapter being merged, which --overwrite would delete: choose "
+                          "another folder")
+    check_writable_folder(out, "--out")
     kind = _merge_kind(fields, kind)
     label_names = ((read_run(adapter) or {}).get("task") or {}).get("label_names") or []
-    if kind == "classification" and num_labels is None and label_names:
-        num_labels = len(label_names)
-    loaded = load_model(model, kind, num_labels=num_labels if kind == "classification" else None)
+    num_labels = _merge_num_labels(kind, num_labels, label_names)
+    loaded = load_model(model, kind, num_labels=num_labels)
     merged = peftlab.load_adapter(loaded.model, adapter).merge_and_unload(safe=safe)
     if kind == "classification" and len(label_names) == merged.config.num_labels:
         merged.config.id2label = dict(enumerate(label_names))
@@ -239,27 +261,32 @@ def merge_command(
     typer.echo(f"merged model written to {out}")
 
 
+def _merge_num_labels(kind: str, num_labels: int | None, label_names: list[str]) -> int | None:
+    """The classifier outputs to build: --num-labels, else the trained task's label count.
+
+    --num-labels must agree with the labels the adapter was trained on (its metrics.json): the
+    adapter's copy of the head has that many outputs, so another number could never load it. It
+    matters where the run left no labels (an adapter from Hugging Face PEFT) or saved no head."""
+    if kind != "classification":
+        if num_labels is not None:
+            raise ConfigError(f"--num-labels applies to classification adapters; this one is {kind}: leave it out")
+        return None
+    if num_labels is not None and label_names and num_labels != len(label_names):
+        raise ConfigError(f"--num-labels {num_labels} does not fit the adapter, trained on {len(label_names)} "
+                          f"labels ({', '.join(label_names)}): leave --num-labels out or pass {len(label_names)}")
+    return num_labels if num_labels is not None else (len(label_names) or None)
+
+
 def _write_model_folder(model, tokenizer, out: Path) -> None:
-    """save_pretrained into a temporary sibling folder, then rename it to `out` (replacing it)."""
+    """save_pretrained into a temporary sibling folder swapped in for `out` as a whole."""
     import transformers
 
+    from peftlab.io import replace_folder
+
     transformers.utils.logging.disable_progress_bar()  # one line of our own is enough
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    retired = out.parent / f"{temporary.name}.old"
-    try:
+    with replace_folder(out, flush_files=True) as temporary:
         model.save_pretrained(temporary)
         tokenizer.save_pretrained(temporary)
-        if out.exists():
-            out.rename(retired)
-        temporary.rename(out)
-    except OSError as error:
-        if retired.exists() and not out.exists():
-            retired.rename(out)
-        raise PeftlabError(f"could not write the merged model to {out}: {error}") from None
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-        shutil.rmtree(retired, ignore_errors=True)
 
 
 def register(app: typer.Typer) -> None:

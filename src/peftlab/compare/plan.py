@@ -17,6 +17,7 @@ scale relative to it (lora+prompt: 1e-3, prompt × 300 = 0.3), given to the comp
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,53 +32,84 @@ class Budget:
     """The shared training and measuring budget.
 
     steps × batch_size rows are seen in the seeded order of the first `max_train` training rows;
-    the dev set (first `max_dev` rows, or prompts for causal-LM) scores every method.
-    The timing phase runs `timing_rounds` rounds; in each, every method in turn trains
-    `timing_steps` steps on the same fixed batch and runs `latency_reps` inference passes on a
-    fixed dev batch of `latency_batch` rows (first step/pass of a turn discarded as warmup).
+    the dev set (first `max_dev` rows, or prompts for causal-LM) scores every method. Rows are
+    cut at `max_length` tokens; None fits it to the data (`compare/lengths.py`: the longest
+    training or dev row, at most `max_length_cap`), so nothing is cut silently.
+    Each method trains `seeds` times (seeds seed, seed + 1, ...: head and adapter
+    initialisation, data order, dropout); quality intervals cover the spread over seeds.
+    The timing phase runs rounds (see `compare/timing.py`): in each, every method trains
+    `timing_steps` steps on one fixed batch and runs `latency_reps` inference passes on a fixed
+    dev batch of `latency_batch` rows; rounds go on from `timing_min_rounds` until every ratio is
+    known to ±5 % or `timing_seconds` have passed.
+    `lr_choice` is how each method's learning rate is chosen before its reported runs
+    (`compare/lr_choice.py`): "literature" (the method's published default), "probe" (a short
+    run per candidate rate on a validation split carved from the training rows), or "sweep"
+    (a full-budget run per rate, `sweep_seeds` seeds each).
     """
 
     steps: int
     batch_size: int
-    max_length: int
+    max_length: int | None
     warmup_ratio: float = 0.06
+    max_length_cap: int = 256
     max_train: int | None = None
     max_dev: int | None = None
     eval_batch_size: int = 64
-    timing_rounds: int = 5
-    timing_steps: int = 3
-    latency_batch: int = 32
-    latency_reps: int = 5
+    seeds: int = 1
+    timing_min_rounds: int = 5
+    timing_seconds: float = 180.0
+    timing_steps: int = 2
+    latency_batch: int = 8
+    latency_reps: int = 3
     generate: bool = True  # causal-LM: score BLEU / ROUGE-L by greedy decoding
     max_new_tokens: int = 48
     max_dev_prompts: int | None = None  # causal-LM dev prompts when `max_dev` is not set
-    tune_lr: bool = False  # sweep each method's learning rate first (`peftlab.compare.sweep`)
-    validation_fraction: float = 0.1  # of the training rows, held out to score the sweep
+    lr_choice: str = "literature"
+    sweep_seeds: int = 1
+    validation_fraction: float = 0.1  # of the training rows, held out to choose learning rates
 
     def __post_init__(self) -> None:
         if not 0.0 < self.validation_fraction < 1.0:
             raise ConfigError(f"validation_fraction={self.validation_fraction!r} must be in (0, 1)")
-        for name in ("steps", "batch_size", "max_length", "eval_batch_size", "timing_rounds",
-                     "timing_steps", "latency_batch", "latency_reps", "max_new_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name}={value!r} must be an integer >= 1")
+        check_choice("lr_choice", self.lr_choice, LR_CHOICES)
+        for name in ("steps", "batch_size", "max_length_cap", "eval_batch_size", "seeds", "timing_min_rounds",
+                     "timing_steps", "latency_batch", "latency_reps", "max_new_tokens", "sweep_seeds"):
+            _check_count(name, getattr(self, name))
+        for name in ("max_length", "max_train", "max_dev", "max_dev_prompts"):
+            if getattr(self, name) is not None:
+                _check_count(name, getattr(self, name))
+        if not (isinstance(self.timing_seconds, (int, float)) and self.timing_seconds > 0):
+            raise ConfigError(f"timing_seconds={self.timing_seconds!r} must be a number > 0")
+
+    @property
+    def tune_lr(self) -> bool:
+        """Whether the reported runs train at rates chosen on a validation split."""
+        return self.lr_choice != "literature"
 
 
-# quick: 100 steps of 16 (1,600 of the embedded 4,000 SST-2 training rows, in seeded order) at
-# max_length 64, scored on the full 872-row dev set. All seven methods took 969 s on 2 quiet CPU
-# cores (BENCHMARKS.md): 70-130 s a method for process start, model load, 100 steps and dev
-# scoring, then ~2 minutes of interleaved timing.
-# Greedy decoding is slow on CPU, so a causal-LM task is scored on its first 50 dev prompts.
-# tuned: the quick budget after a learning-rate sweep per method (3-5 extra runs each, see sweep.py;
-# 3,352 s for all seven on the same machine).
-QUICK = Budget(steps=100, batch_size=16, max_length=64, max_dev=None, max_dev_prompts=50,
-               timing_rounds=4, timing_steps=2, latency_reps=3)
+LR_CHOICES = ("literature", "probe", "sweep")
+
+
+def _check_count(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name}={value!r} must be an integer >= 1")
+
+
+# quick: 100 steps of 16 (1,600 of the embedded 4,000 SST-2 training rows, in seeded order), rows
+# cut only past 256 tokens, scored on the full 872-row dev set, each method's learning rate
+# chosen by a short probe first (lr_choice.py). Greedy decoding is slow on CPU, so a causal-LM
+# task is scored on its first 50 dev prompts. Measured durations are in the README.
+# tuned: the same budget after a full learning-rate sweep per method (3-5 extra runs each).
+QUICK = Budget(steps=100, batch_size=16, max_length=None, max_dev=None, max_dev_prompts=50, lr_choice="probe")
+# preview: a first table in a few minutes (worker starts, 20 steps, a short timing phase): costs,
+# memory and speed are real, quality is not meaningful yet (the report says no method learned).
 PROFILES = {
+    "preview": dataclasses.replace(QUICK, steps=20, max_dev=256, max_dev_prompts=10, lr_choice="literature",
+                                   timing_seconds=30.0, timing_min_rounds=3, timing_steps=1, latency_reps=2),
     "quick": QUICK,
-    "tuned": dataclasses.replace(QUICK, tune_lr=True),
-    "full": Budget(steps=375, batch_size=32, max_length=128, max_dev=None,
-                   timing_rounds=10, timing_steps=5, latency_reps=10),
+    "tuned": dataclasses.replace(QUICK, lr_choice="sweep"),
+    "full": Budget(steps=375, batch_size=32, max_length=None, max_length_cap=512, max_dev=None,
+                   timing_seconds=600.0, timing_steps=5, latency_reps=10, lr_choice="probe"),
 }
 
 
@@ -121,6 +153,11 @@ class ComparePlan:
 
     def method(self, name: str) -> MethodPlan:
         return next(m for m in self.methods if m.method == name)
+
+    @property
+    def run_seeds(self) -> tuple[int, ...]:
+        """The seed of each reported run of a method: seed, seed + 1, ... (`budget.seeds` of them)."""
+        return tuple(self.seed + k for k in range(self.budget.seeds))
 
 
 def method_plan(method: str, learning_rate: float | None = None) -> MethodPlan:
@@ -169,23 +206,44 @@ def parse_methods(text: str | None) -> list[str]:
     return chosen
 
 
+def with_fields(plan: ComparePlan, changes: dict[str, dict[str, Any]]) -> ComparePlan:
+    """`plan` with method fields changed: {name: {field: value}}, where a name is a planned method
+    or a part of a planned combination "a+b" (its key `lr_scale` scales that part's rate). Values
+    are JSON values (lists for tuples); `runs.method_config` builds (and so checks) the configs."""
+    planned = {name for m in plan.methods for name in (m.method, *m.method.split("+"))}
+    unknown = sorted(set(changes) - planned)
+    if unknown:
+        raise ConfigError(f"--set names {', '.join(unknown)}, which this comparison does not run: its methods are "
+                          f"{', '.join(m.method for m in plan.methods)} (write --set method.field=value)")
+    methods = []
+    for m in plan.methods:
+        fields = json.loads(json.dumps(m.fields))
+        if "+" in m.method:
+            for part in m.method.split("+"):
+                for key, value in changes.get(part, {}).items():
+                    target = fields.setdefault("lr_scales", {}) if key == "lr_scale" else fields.setdefault(part, {})
+                    target[part if key == "lr_scale" else key] = value
+        else:
+            fields.update(changes.get(m.method, {}))
+        methods.append(dataclasses.replace(m, fields=fields))
+    return dataclasses.replace(plan, methods=tuple(methods))
+
+
 def make_plan(*, model: str = "minilm", data: str = "sst2", columns: dict[str, str | None] | None = None,
               methods: str | None = None, profile: str = "quick", steps: int | None = None,
               seed: int = 0, threads: int | None = None, device: str = "auto",
-              max_train: int | None = None, max_dev: int | None = None, tune_lr: bool = False) -> ComparePlan:
-    """The plan of a comparison from command-line choices (see `Budget` and the methods' literature)."""
+              max_train: int | None = None, max_dev: int | None = None, tune_lr: bool = False,
+              lr_choice: str | None = None, seeds: int | None = None, sweep_seeds: int | None = None,
+              max_length: int | None = None, timing_seconds: float | None = None) -> ComparePlan:
+    """The plan of a comparison from command-line choices (see `Budget` and the methods' literature).
+
+    `tune_lr` is `lr_choice="sweep"`; unset arguments keep the profile's values."""
     check_choice("profile", profile, tuple(PROFILES))
-    budget = PROFILES[profile]
-    changes: dict[str, Any] = {}
-    if steps is not None:
-        changes["steps"] = steps
-    if max_train is not None:
-        changes["max_train"] = max_train
-    if max_dev is not None:
-        changes["max_dev"] = max_dev
     if tune_lr:
-        changes["tune_lr"] = True
-    budget = dataclasses.replace(budget, **changes)
+        lr_choice = "sweep"
+    given = {"steps": steps, "max_train": max_train, "max_dev": max_dev, "lr_choice": lr_choice,
+             "seeds": seeds, "sweep_seeds": sweep_seeds, "max_length": max_length, "timing_seconds": timing_seconds}
+    budget = dataclasses.replace(PROFILES[profile], **{k: v for k, v in given.items() if v is not None})
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return ComparePlan(model=model, data=data, columns=dict(columns or {}), profile=profile, budget=budget,

@@ -1,13 +1,22 @@
-"""Running a comparison: a training worker per method, one timing worker, then the outputs.
+"""Running a comparison: learning rates, training runs, timing, then the verdicts and outputs.
 
     plan = make_plan(methods="full,lora,prompt")
     results = run_compare(plan, "compare-out")     # results.json, report.md, charts/*.png
 
-Order of work: each method trains in its own fresh process (`peftlab.compare.worker`, so peak
-memory is its own and a crash is contained), then a single timing process measures step time and
-latency for all methods interleaved (`peftlab.compare.timing`), then the estimates, and last the
-outputs. Worker failures of any kind, a Python exception or a kill by the OS, become that
-method's `error`; the comparison carries on with the others.
+Order of work:
+1. `max_length` is fitted to the data's token lengths (`lengths.py`) unless given;
+2. each method's learning rate is chosen on a validation split (`lr_choice.py`): a full sweep
+   per method first in the tuned profile, one worker each; in the quick profile a short probe
+   that opens the first seed's training run;
+3. each method trains once per seed in its own fresh process (`training.py`), so peak memory is
+   its own and a crash is contained;
+4. one timing process measures step time and latency for all methods interleaved, in rounds
+   until every ratio is known to ±5 % (`timing.py`); a generation task also scores the base
+   model without training (the zero-shot floor);
+5. the quality analysis (`quality.py`: intervals, learned or not, tiers), the estimates at the
+   shape of each method's peak step (`estimates.py`), and the outputs.
+Worker failures of any kind, a Python exception or a kill by the OS, become that method's
+`error`; the comparison carries on with the others.
 """
 
 from __future__ import annotations
@@ -17,31 +26,48 @@ import json
 import os
 import resource
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from peftlab.compare import quality as quality_analysis
 from peftlab.compare.estimates import estimate_method
-from peftlab.compare.plan import ComparePlan
+from peftlab.compare.eta import Eta, calibrate, phases
+from peftlab.compare.lengths import fit_max_length
+from peftlab.compare.lr_choice import announce, candidate_rates
+from peftlab.compare.plan import REFERENCE_METHOD, ComparePlan, MethodPlan
 from peftlab.compare.results import assemble, versions
+from peftlab.compare.runs import load_compare_task
+from peftlab.compare.state import CompareState
+from peftlab.errors import PeftlabError
 from peftlab.io import write_json
+from peftlab.tables import TableData, print_tables
 
 STDERR_TAIL = 2000  # characters of a crashed worker's stderr kept in its error message
+# glibc returns allocations of 64 KiB and more to the system as soon as they are freed (and no
+# longer raises that threshold on its own), so a training worker's RSS follows its live tensors
+# instead of keeping every freed activation chunk: its peak RSS then means what it says.
+WORKER_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
-def _worker_env() -> dict[str, str]:
+def _worker_env(allocator: bool) -> dict[str, str]:
     """The environment of a worker: this interpreter's peftlab first on the path."""
     import peftlab
 
     source = str(Path(peftlab.__file__).resolve().parents[1])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
+    if allocator:
+        env.update(WORKER_ALLOCATOR)
     return env
 
 
@@ -52,7 +78,8 @@ def spawn(spec: dict[str, Any], scratch: Path, label: str, timeout: float | None
     out_path.unlink(missing_ok=True)
     command = [sys.executable, "-m", "peftlab.compare.worker", str(spec_path), str(out_path)]
     try:
-        done = subprocess.run(command, stderr=subprocess.PIPE, text=True, env=_worker_env(), timeout=timeout)
+        done = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=timeout,
+                              env=_worker_env(allocator=spec["phase"] == "train"))
     except subprocess.TimeoutExpired:
         return {"error": {"type": "Timeout", "message": f"the {label} worker ran over {timeout:.0f} s"}}
     if out_path.exists():
@@ -69,96 +96,256 @@ def run_info(plan: ComparePlan, command: str | None) -> dict[str, Any]:
     return {"command": command or shlex.join(["peftlab", *sys.argv[1:]]), "versions": versions(),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "cpu_count": os.cpu_count(), "threads": plan.threads, "device": plan.device,
-            "load_average_start": list(os.getloadavg())}
+            "load_average_start": list(os.getloadavg()), "allocator": WORKER_ALLOCATOR}
 
 
-def tune_learning_rates(plan: ComparePlan, scratch: Path, console: Console, progress: bool,
-                        timeout: float | None) -> ComparePlan:
-    """The plan with each method's learning rate chosen by its sweep (the literature rate if it failed).
+def fit_lengths(plan: ComparePlan, console: Console) -> tuple[ComparePlan, dict[str, Any]]:
+    """The plan with `max_length` fitted to the data (unless given), and the length facts."""
+    from peftlab.models.loading import load_tokenizer
 
-    The cost is announced before the first run (runs and optimizer steps, relative to the
-    comparison's own training) and, once a method's sweep has run, as a time left extrapolated from
-    the seconds per sweep step measured so far. Each sweep records its wall time (`wall_s`).
-    """
-    from peftlab.compare.sweep import MAX_EXTENSIONS, sweep_grid
+    budget = plan.budget
+    lengths = fit_max_length(load_compare_task(plan), load_tokenizer(plan.model), cap=budget.max_length_cap,
+                             given=budget.max_length)
+    how = "fitted to the data" if lengths["chosen_from_data"] else "given"
+    console.print(f"max_length {lengths['max_length']} ({how}; longest row {lengths['longest']} tokens, "
+                  f"{lengths['train_truncated']} training and {lengths['dev_truncated']} dev rows cut)")
+    if lengths["warning"]:
+        console.print(f"[yellow]warning:[/yellow] {lengths['warning']}")
+    return dataclasses.replace(plan, budget=dataclasses.replace(budget, max_length=lengths["max_length"])), lengths
 
-    runs = sum(len(sweep_grid(m)) for m in plan.methods)
-    steps = runs * plan.budget.steps
-    console.print(f"learning-rate sweep first: {runs} runs of {plan.budget.steps} steps ({steps:,} steps, "
-                  f"{runs / len(plan.methods):.0f}x the comparison's own {len(plan.methods) * plan.budget.steps:,}), "
-                  f"up to {MAX_EXTENSIONS} more per method whose best rate is on its grid's edge; "
-                  "diverging runs stop early")
-    tuned, spent, steps_done = [], 0.0, 0
-    for index, method in enumerate(plan.methods, 1):
-        grid = ", ".join(f"{rate:g}" for rate in sweep_grid(method))
-        console.rule(f"sweep {index}/{len(plan.methods)} {method.method}: lr {grid}")
+
+class CompareInterrupted(PeftlabError):
+    """Ctrl-C or SIGTERM stopped a comparison; what finished is kept in its folder."""
+
+
+@dataclass
+class Comparison:
+    """One comparison in progress: its plan, saved state, time estimate and output."""
+
+    plan: ComparePlan
+    out_dir: Path
+    scratch: Path
+    state: CompareState
+    eta: Eta
+    console: Console
+    progress: bool
+    timeout: float | None
+    info: dict[str, Any]
+    lengths: dict[str, Any]
+
+    def phase(self, name: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
+        """Run one worker phase and book its time against the estimate."""
         began = time.perf_counter()
-        sweep = spawn({"phase": "sweep", "plan": plan.to_dict(), "method": method.method, "progress": progress},
-                      scratch, f"sweep-{method.method}", timeout)
-        sweep["wall_s"] = time.perf_counter() - began
-        spent += sweep["wall_s"]
-        extra = len(sweep.get("extended", ())) * plan.budget.steps  # runs past the grid's edge
-        steps, steps_done = steps + extra, steps_done + len(sweep_grid(method)) * plan.budget.steps + extra
-        if index < len(plan.methods):
-            console.print(f"sweep {method.method}: {sweep['wall_s']:.0f} s; about "
-                          f"{spent / steps_done * (steps - steps_done) / 60:.1f} min of sweeping left")
-        chosen = sweep.get("chosen")
-        tuned.append(dataclasses.replace(method, learning_rate=chosen or method.learning_rate, sweep=sweep))
-    return dataclasses.replace(plan, methods=tuple(tuned))
+        result = spawn(spec, self.scratch, label, self.timeout)
+        result["worker_wall_s"] = time.perf_counter() - began
+        self.eta.finish(name, result["worker_wall_s"])
+        return result
+
+    def choose_rates(self) -> None:
+        """Each method's learning rate chosen by a sweep on the validation split (the literature
+        rate where the sweep failed, with the failure recorded); finished sweeps are kept."""
+        self.console.print(announce(self.plan))
+        chosen = []
+        for index, method in enumerate(self.plan.methods, 1):
+            found = self.state.sweep(method.method)
+            if found is None:
+                grid = ", ".join(f"{rate:g}" for rate in candidate_rates(self.plan, method))
+                self.console.rule(f"learning rate {index}/{len(self.plan.methods)} {method.method} (sweep): {grid}")
+                found = self.phase(f"lr-{method.method}", {"phase": "lr", "plan": self.plan.to_dict(),
+                                                          "method": method.method, "progress": self.progress},
+                                   f"lr-{method.method}")
+                found["wall_s"] = found.pop("worker_wall_s")
+                self.state.save_sweep(method.method, found)
+                self.console.print(f"{method.method}: lr {found.get('chosen') or method.learning_rate:g} in "
+                                   f"{found['wall_s']:.0f} s")
+                self.console.print(self.eta.line(), highlight=False)
+            chosen.append(dataclasses.replace(method, learning_rate=found.get("chosen") or method.learning_rate,
+                                              sweep=found))
+        self.plan = dataclasses.replace(self.plan, methods=tuple(chosen))
+
+    def train(self, keep_adapters: bool) -> dict[str, list[dict[str, Any]]]:
+        """Every method once per run seed, each run in its own worker, saved as it finishes; the
+        plan takes the rates the first seeds' probes chose (quick profile), which the later seeds
+        and the timing use. After each method the report so far is written."""
+        trained: dict[str, list[dict[str, Any]]] = {}
+        methods = list(self.plan.methods)
+        adapters = self.out_dir / "adapters" if keep_adapters else self.scratch / "adapters"
+        for index, method in enumerate(self.plan.methods, 1):
+            runs = self.state.runs(method.method)
+            if runs and runs[0].get("lr_choice"):
+                methods[index - 1] = _with_probe(method, runs[0]["lr_choice"])
+            for seed in self.plan.run_seeds[len(runs):]:
+                current = dataclasses.replace(self.plan, methods=tuple(methods))
+                self.console.rule(_run_title(current, index, methods[index - 1], seed))
+                folder = adapters / method.method / (f"seed-{seed}" if len(self.plan.run_seeds) > 1 else "")
+                result = self.phase(f"train-{method.method}-{seed}",
+                                    {"phase": "train", "plan": current.to_dict(), "method": method.method,
+                                     "seed": seed, "adapter_dir": str(folder), "progress": self.progress},
+                                    f"train-{method.method}-{seed}")
+                if result.get("lr_choice"):
+                    methods[index - 1] = _with_probe(method, result["lr_choice"])
+                if "error" in result:
+                    self.console.print(f"[red]{method.method} failed:[/red] {result['error']['message'][:500]}")
+                runs.append(result)
+                self.state.save_runs(method.method, runs)
+            trained[method.method] = runs
+            self.plan = dataclasses.replace(self.plan, methods=tuple(methods))
+            self.write(trained, timing=None, zero_shot=None)
+            self.console.print(_finished_line(method.method, runs), highlight=False)
+            self.console.print(self.eta.line(), highlight=False)
+        return trained
+
+    def write(self, trained: dict[str, list[dict[str, Any]]], timing: dict[str, Any] | None,
+              zero_shot: dict[str, Any] | None) -> dict[str, Any]:
+        """results.json, report.md and charts of what has finished (timing None: still pending)."""
+        from peftlab.compare.charts import write_charts
+        from peftlab.compare.html import write_html_report
+        from peftlab.compare.report import write_report
+
+        done = dataclasses.replace(self.plan, methods=tuple(m for m in self.plan.methods if m.method in trained))
+        task = (timing or {}).get("task") or next(
+            (r["task"] for runs in trained.values() for r in runs if "task" in r), {})
+        facts, baseline = _baseline(task, trained, zero_shot)
+        analysis = quality_analysis.analyse(
+            {name: [r["quality"] for r in runs if r.get("quality")] for name, runs in trained.items()},
+            kind=task.get("kind", "classification"), facts=facts, baseline=baseline, reference=REFERENCE_METHOD)
+        info = dict(self.info, task=task, wall_s=time.perf_counter() - self.eta.started,
+                    load_average_end=list(os.getloadavg()))
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # CPU seconds of all workers: unlike wall time, barely affected by other jobs on the machine.
+        info["workers_cpu_s"] = children.ru_utime + children.ru_stime
+        if timing is None:
+            info["in_progress"] = {"finished": len(done.methods), "methods": len(self.plan.methods)}
+        results = assemble(done, info, trained, timing, _estimates(done, trained, timing or {}, task), analysis,
+                           self.lengths)
+        write_json(self.out_dir / "results.json", results)
+        write_charts(results, self.out_dir / "charts")
+        write_report(results, self.out_dir / "report.md")
+        write_html_report(results, self.out_dir / "charts", self.out_dir / "report.html")
+        return results
+
+
+def _with_probe(method: MethodPlan, found: dict[str, Any]) -> MethodPlan:
+    return dataclasses.replace(method, learning_rate=found.get("chosen") or method.learning_rate, sweep=found)
+
+
+def _run_title(plan: ComparePlan, index: int, method: MethodPlan, seed: int) -> str:
+    fields = ", ".join(f"{k}={v}" for k, v in method.fields.items())
+    rate = (f"lr probe {', '.join(f'{r:g}' for r in candidate_rates(plan, method))}"
+            if plan.budget.lr_choice == "probe" and method.sweep is None else f"lr {method.learning_rate:g}")
+    seeds = f"  seed {seed}" if len(plan.run_seeds) > 1 else ""
+    return f"[{index}/{len(plan.methods)}] {method.method}  {rate}" + (f"  {fields}" if fields else "") + seeds
+
+
+def _finished_line(name: str, runs: list[dict[str, Any]]) -> str:
+    scores = [r["quality"]["value"] for r in runs if r.get("quality") and r["quality"].get("value") is not None]
+    metric = next((r["quality"]["metric"] for r in runs if r.get("quality")), "")
+    step = next((r["train"]["in_run_step_ms"].get("median") for r in runs if r.get("train")), None)
+    shown = ", ".join(f"{s:.4g}" for s in scores) or "–"
+    return f"{name}: dev {metric} {shown}" + (f"; in-run step {step:.0f} ms" if step else "")
+
+
+def _estimates(plan: ComparePlan, trained: dict[str, list[dict[str, Any]]], timing: dict[str, Any],
+               task: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each method's estimate at the batch shape of its own peak step (else the timing batch)."""
+    from peftlab.models.loading import resolve_model_folder
+
+    folder = resolve_model_folder(plan.model)
+    found = {}
+    for method in plan.methods:
+        runs = trained.get(method.method) or [{}]
+        peak = ((runs[0].get("memory") or {}).get("tensor_peak") or {}).get("batch_shape")
+        rows, tokens = peak or (plan.budget.batch_size, timing.get("train_batch_tokens") or plan.budget.max_length)
+        found[method.method] = estimate_method(plan, method, folder, num_labels=task.get("num_labels"),
+                                               batch_size=rows, seq_len=tokens, device=timing.get("device", "cpu"))
+    return found
+
+
+def _baseline(task: dict[str, Any], trained: dict[str, list[dict[str, Any]]],
+              zero_shot: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(facts for the metrics, the untrained predictor's quality) of the comparison's task."""
+    if task.get("kind") != "classification":
+        return {}, (zero_shot or {}).get("quality")
+    labels = next((r["quality"]["per_example"]["labels"] for runs in trained.values() for r in runs
+                   if (r.get("quality") or {}).get("per_example")), None)
+    if labels is None or not task.get("train_label_counts"):
+        return {"labels": [], "num_labels": task.get("num_labels")}, None
+    return ({"labels": labels, "num_labels": task["num_labels"]},
+            quality_analysis.majority_baseline(labels, task["train_label_counts"]))
 
 
 def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True, keep_adapters: bool = False,
-                command: str | None = None, console: Console | None = None,
-                worker_timeout: float | None = None) -> dict[str, Any]:
-    """Run `plan`, write results.json, report.md and charts into `out_dir`; return the results."""
-    from peftlab.compare.charts import write_charts
-    from peftlab.compare.report import console_table, write_report
+                command: str | None = None, console: Console | None = None, worker_timeout: float | None = None,
+                resume: bool = False, table_format: str = "table", report_to: str = "none") -> dict[str, Any]:
+    """Run `plan`, write results.json, report.md, report.html and charts into `out_dir`; return the results.
+
+    What finishes is saved in `out_dir/runs` as it goes (`state.py`) and the report so far is
+    rewritten after each method; `resume` continues a comparison stopped there. Ctrl-C or SIGTERM
+    stop the running worker and raise `CompareInterrupted` with what was kept. The console table
+    is printed for `table_format` "table" (the caller prints other formats); `report_to` trackers
+    (`peftlab.tracking`) receive the results under `out_dir`.
+    """
+    from peftlab.compare.report import console_table
+    from peftlab.tracking import log_compare_results
 
     console = console or Console(quiet=not progress)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = run_info(plan, command)
-    started = time.perf_counter()
-    trained: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="peftlab-compare-") as scratch_name:
-        scratch = Path(scratch_name)
-        if plan.budget.tune_lr:
-            plan = tune_learning_rates(plan, scratch, console, progress, worker_timeout)
-        plan_dict = plan.to_dict()
-        for index, method in enumerate(plan.methods, 1):
-            fields = ", ".join(f"{k}={v}" for k, v in method.fields.items())
-            console.rule(f"[{index}/{len(plan.methods)}] {method.method}  lr {method.learning_rate:g}"
-                         + (f"  {fields}" if fields else ""))
-            adapter_dir = (out_dir / "adapters" if keep_adapters else scratch / "adapters") / method.method
-            began = time.perf_counter()
-            trained[method.method] = spawn({"phase": "train", "plan": plan_dict, "method": method.method,
-                                            "adapter_dir": str(adapter_dir), "progress": progress},
-                                           scratch, f"train-{method.method}", worker_timeout)
-            trained[method.method]["worker_wall_s"] = time.perf_counter() - began
-            if "error" in trained[method.method]:
-                console.print(f"[red]{method.method} failed:[/red] {trained[method.method]['error']['message'][:500]}")
-        console.rule(f"timing: {len(plan.methods)} methods interleaved, {plan.budget.timing_rounds} rounds")
-        timing = spawn({"phase": "timing", "plan": plan_dict, "progress": progress}, scratch, "timing", worker_timeout)
-    if "error" in timing:
-        console.print(f"[red]timing phase failed:[/red] {timing['error']['message'][:500]}")
-        timing = {"methods": {m.method: {"error": timing["error"]} for m in plan.methods}, "base": {}}
-
-    from peftlab.models.loading import resolve_model_folder
-
-    task = timing.get("task") or next((r["task"] for r in trained.values() if "task" in r), {})
-    seq_len = timing.get("train_batch_tokens") or plan.budget.max_length
-    folder = resolve_model_folder(plan.model)
-    estimates = {m.method: estimate_method(plan, m, folder, num_labels=task.get("num_labels"), seq_len=seq_len,
-                                           device=timing.get("device", "cpu")) for m in plan.methods}
-    info["task"] = task
-    info["wall_s"] = time.perf_counter() - started
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    # CPU seconds of all workers: unlike wall time, barely affected by other jobs on the machine.
-    info["workers_cpu_s"] = children.ru_utime + children.ru_stime
-    info["load_average_end"] = list(os.getloadavg())
-    results = assemble(plan, info, trained, timing, estimates)
-    write_json(out_dir / "results.json", results)
-    write_charts(results, out_dir / "charts")
-    write_report(results, out_dir / "report.md")
-    console.print(console_table(results))
+    plan, lengths = fit_lengths(plan, console)
+    state = CompareState(out_dir)
+    if resume:
+        state.resume(plan)
+        console.print(f"resuming the comparison in {out_dir}: finished runs are kept")
+    else:
+        state.start(plan, lengths, info["command"])
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        calibration = calibrate(plan, lengths)
+        eta = Eta(phases(plan, calibration))
+        console.print(f"estimated duration: about {eta.total_s / 60:.0f} min (a training step of full fine-tuning "
+                      f"takes {calibration['step_s'] * 1000:.0f} ms here now)")
+        with tempfile.TemporaryDirectory(prefix="peftlab-compare-") as scratch_name:
+            run = Comparison(plan, out_dir, Path(scratch_name), state, eta, console, progress, worker_timeout,
+                             info, lengths)
+            trained, timing, zero_shot = _run_phases(run, keep_adapters)
+    except KeyboardInterrupt:
+        finished = sum(1 for m in plan.methods if len(state.runs(m.method)) == len(plan.run_seeds))
+        raise CompareInterrupted(f"interrupted: {finished} of {len(plan.methods)} methods finished and are kept in "
+                                 f"{out_dir} (report so far: {out_dir / 'report.md'}); continue with the same options "
+                                 f"and --resume {out_dir}") from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    results = run.write(trained, timing, zero_shot)
+    log_compare_results(results, out_dir, report_to)
+    if table_format == "table":
+        print_tables([TableData.from_rich(console_table(results))], console=console)
     return results
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_phases(run: Comparison, keep_adapters: bool):
+    """Learning rates, training runs, timing and (generation) the zero-shot floor."""
+    if run.plan.budget.lr_choice == "sweep":
+        run.choose_rates()
+    elif run.plan.budget.lr_choice == "probe":
+        run.console.print(announce(run.plan))
+    trained = run.train(keep_adapters)
+    run.console.rule(f"timing: {len(run.plan.methods)} methods interleaved, rounds until every ratio is known "
+                     f"to ±5 % (at most {run.plan.budget.timing_seconds:.0f} s)")
+    timing = run.phase("timing", {"phase": "timing", "plan": run.plan.to_dict(), "progress": run.progress}, "timing")
+    zero_shot = None
+    task = timing.get("task") or next((r["task"] for runs in trained.values() for r in runs if "task" in r), {})
+    if task.get("kind") == "causal-lm":
+        run.console.rule("zero-shot: the base model on the dev set without training")
+        zero_shot = run.phase("baseline", {"phase": "baseline", "plan": run.plan.to_dict()}, "baseline")
+    if "error" in timing:
+        run.console.print(f"[red]timing phase failed:[/red] {timing['error']['message'][:500]}")
+        timing = {"methods": {m.method: {"error": timing["error"]} for m in run.plan.methods}, "base": {}}
+    run.console.print(run.eta.line(), highlight=False)
+    return trained, timing, zero_shot

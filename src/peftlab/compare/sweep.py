@@ -1,10 +1,10 @@
 """Learning-rate sweeps (`peftlab compare --tune-lr`): each method's rate chosen on the same budget.
 
 At a short budget the learning rate decides more than the method (soft prompts want ~1000x the
-rate of full fine-tuning, and a literature default can leave a method at chance). With
-`tune_lr`, each method first trains once per rate of its grid (its declaration's
-`literature.sweep`, log-spaced around the literature default), on the comparison's step budget,
-from the same seeded initialisation:
+rate of full fine-tuning, and a literature default can leave a method at chance). In the tuned
+profile each method first trains once per rate of its grid (its declaration's `literature.sweep`,
+log-spaced around the literature default), on the comparison's step budget, from the same seeded
+initialisation (with `sweep_seeds` > 1, once per seed, scored by the mean):
 
     train_rest, validation = task.split_validation(validation_fraction, seed)   # from TRAIN only
     for lr in grid:  score(lr) = validation metric after training on train_rest
@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import statistics
+from pathlib import Path
 from typing import Any
 
 from peftlab.compare.plan import ComparePlan, MethodPlan
+from peftlab.compare.runs import apply_method, train_config, without_validation
 from peftlab.core.registry import declaration
 from peftlab.data.tasks import CLASSIFICATION, Task
 from peftlab.train import TrainingDivergedError, train
@@ -46,16 +49,6 @@ def sweep_grid(method: MethodPlan) -> tuple[float, ...]:
     working at short budgets); for a combination, its first part's rate × FALLBACK_FACTORS."""
     grid = () if "+" in method.method else declaration(method.method).literature.sweep
     return grid or tuple(method.learning_rate * f for f in FALLBACK_FACTORS)
-
-
-def without_validation(task: Task, fraction: float, seed: int) -> tuple[Task, tuple]:
-    """(the task with its training rows minus the sweep's validation split, the validation rows).
-
-    The reported runs of a tuned comparison train on this task too, so the validation rows stay
-    held out from every model of the comparison.
-    """
-    rest, validation = task.split_validation(fraction, seed)
-    return dataclasses.replace(task, train=rest), validation
 
 
 def sweep_task(task: Task, fraction: float, seed: int) -> tuple[Task, tuple]:
@@ -89,41 +82,62 @@ def past_the_edge(points: list[dict[str, Any]], chosen: float | None) -> float |
     return None
 
 
+def train_at(plan: ComparePlan, method: MethodPlan, loaded, tuning: Task, validation: tuple, rate: float, *,
+             steps: int | None, metric: str, progress: bool, checkpoints: Path | None = None) -> dict[str, Any]:
+    """One run at `rate` from the seeded start on `tuning`, scored on `validation`.
+
+    `steps` stops the run after that many steps of the budget's schedule (a probe); None trains
+    the whole budget. Each of the plan's `sweep_seeds` seeds trains once; the point's score is
+    their mean (`score_sd` their spread), and any diverged seed marks the rate diverged. With
+    `checkpoints`, a probe leaves its state at its last step there (`checkpoint` in the point),
+    so the reported run at this rate can continue it instead of starting again.
+    """
+    seeds = [plan.seed + k for k in range(plan.budget.sweep_seeds if steps is None else 1)]
+    scores, losses = [], []
+    for seed in seeds:
+        seeded = dataclasses.replace(plan, seed=seed)
+        peft_model = apply_method(seeded, copy.deepcopy(loaded.model), method)  # the same seeded head for every rate
+        settings = dataclasses.replace(train_config(seeded, method, tuning), learning_rate=rate, generate=False,
+                                       stop_if_loss_rises_after=STOP_RISING_AFTER, stop_after=steps,
+                                       checkpoint_every=steps if checkpoints else None, keep_checkpoints=1)
+        try:
+            result = train(peft_model, tuning, loaded.tokenizer, settings, progress=progress,
+                           dev_examples=validation, checkpoint_dir=checkpoints)
+        except TrainingDivergedError as stopped:
+            return {"learning_rate": rate, "score": None, "diverged": True, "final_loss": None,
+                    "stopped_at_step": stopped.step, "stop_reason": stopped.reason}
+        history = [h["loss"] for h in result.history]
+        if history and history[-1] > history[0] and steps is None:
+            return {"learning_rate": rate, "score": None, "diverged": True, "final_loss": history[-1],
+                    "stopped_at_step": None, "stop_reason": None}
+        scores.append(result.final_metrics.get(metric))
+        losses.append(history[-1] if history else None)
+    return {"learning_rate": rate, "score": statistics.fmean(scores),
+            "score_sd": statistics.stdev(scores) if len(scores) > 1 else None, "seed_scores": scores,
+            "diverged": False, "final_loss": losses[0], "stopped_at_step": None, "stop_reason": None,
+            "checkpoint": str(Path(checkpoints) / f"step-{steps}") if checkpoints else None}
+
+
 def run_sweep(plan: ComparePlan, method: MethodPlan, task: Task, loaded, progress: bool) -> dict[str, Any]:
-    """Train `method` once per rate of its grid on `task`'s training rows; score on validation.
+    """Train `method` once per rate of its grid (and seed) on `task`'s training rows; score on validation.
 
     While the best rate sits on the edge of the rates tried, up to `MAX_EXTENSIONS` more rates
     are tried one step further out (`past_the_edge`); points come back sorted by rate.
     """
-    from peftlab.compare.worker import apply_method, train_config
-
     budget = plan.budget
     tuning, validation = sweep_task(task, budget.validation_fraction, plan.seed)
     metric = "accuracy" if task.kind == CLASSIFICATION else "loss"
 
-    def train_at(rate: float) -> dict[str, Any]:
-        model = copy.deepcopy(loaded.model)  # the same seeded head for every rate
-        peft_model = apply_method(plan, model, method)
-        settings = dataclasses.replace(train_config(plan, method, task), learning_rate=rate, generate=False,
-                                       stop_if_loss_rises_after=STOP_RISING_AFTER)
-        try:
-            result = train(peft_model, tuning, loaded.tokenizer, settings, progress=progress,
-                           dev_examples=validation)
-        except TrainingDivergedError as stopped:
-            return {"learning_rate": rate, "score": None, "diverged": True, "final_loss": None,
-                    "stopped_at_step": stopped.step, "stop_reason": stopped.reason}
-        losses = [h["loss"] for h in result.history]
-        return {"learning_rate": rate, "score": result.final_metrics.get(metric),
-                "diverged": bool(losses) and losses[-1] > losses[0], "final_loss": losses[-1] if losses else None,
-                "stopped_at_step": None, "stop_reason": None}
+    def at(rate: float) -> dict[str, Any]:
+        return train_at(plan, method, loaded, tuning, validation, rate, steps=None, metric=metric, progress=progress)
 
-    points = [train_at(rate) for rate in sweep_grid(method)]
+    points = [at(rate) for rate in sweep_grid(method)]
     chosen = choose(points, lower_is_better=metric == "loss")
     extended = []
     while len(extended) < MAX_EXTENSIONS and (rate := past_the_edge(points, chosen)) is not None:
         extended.append(rate)
-        points.append(train_at(rate))
+        points.append(at(rate))
         chosen = choose(points, lower_is_better=metric == "loss")
-    return {"metric": metric, "points": sorted(points, key=lambda p: p["learning_rate"]), "chosen": chosen,
-            "extended": extended, "validation_rows": len(validation), "train_rows": len(tuning.train),
-            "steps": budget.steps}
+    return {"kind": "sweep", "metric": metric, "points": sorted(points, key=lambda p: p["learning_rate"]),
+            "chosen": chosen, "extended": extended, "validation_rows": len(validation),
+            "train_rows": len(tuning.train), "steps": budget.steps, "seeds": budget.sweep_seeds}

@@ -13,20 +13,32 @@ from torch import nn
 
 from peftlab.core.combination_config import CombinationConfig
 from peftlab.core.combination_files import (
-    is_combination_folder, load_combination, read_combination_config, save_combination,
+    adapter_entries, is_combination_folder, load_combination, read_combination_config, write_combination,
 )
 from peftlab.core.config import MethodConfig
-from peftlab.core.files import load_single, read_single_config, save_single
+from peftlab.core.files import load_single, read_single_config, write_single
 from peftlab.core.model import PeftModel
+from peftlab.io import replace_folder
 
 
 def save_adapter(peft_model: PeftModel, folder: str | Path, name: str = "default") -> Path:
-    """Write adapter `name` to `folder` (created if needed); each file is written atomically.
+    """Write adapter `name` to `folder` (created if needed) as one unit: the adapter saved there
+    before is replaced whole; other entries of the folder stay.
 
-    A combination is written as one unit: a subfolder per component plus a manifest."""
+    A combination is written as a subfolder per component plus a manifest."""
+    folder = Path(folder)
+    owned = adapter_entries(folder)
+    with replace_folder(folder, carry=lambda entry: entry.name not in owned) as temporary:
+        write_adapter(peft_model, temporary, name)
+    return folder
+
+
+def write_adapter(peft_model: PeftModel, folder: Path, name: str) -> None:
+    """Write adapter `name`'s files into the new folder `folder` (`save_adapter` swaps it into place)."""
     if name in peft_model.combinations:
-        return save_combination(peft_model, folder, name)
-    return save_single(peft_model, folder, name)
+        write_combination(peft_model, folder, name)
+    else:
+        write_single(peft_model, folder, name)
 
 
 def load_adapter(model: nn.Module, folder: str | Path, name: str = "default") -> PeftModel:

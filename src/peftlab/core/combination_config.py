@@ -18,6 +18,7 @@ from peftlab.core.config import MethodConfig, check_range
 from peftlab.core.declaration import Capabilities
 from peftlab.core.registry import config_from_fields, declaration
 from peftlab.errors import ConfigError
+from peftlab.names import PLAIN_NAME
 
 SEPARATOR = ":"
 
@@ -34,8 +35,8 @@ class Component:
     lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.name or "." in self.name or SEPARATOR in self.name:
-            raise ConfigError(f"component name {self.name!r} is invalid: use a non-empty name without '.' or ':'")
+        if not isinstance(self.name, str) or not PLAIN_NAME.fullmatch(self.name):  # it names a folder on save
+            raise ConfigError(f"component name {self.name!r} is invalid: use letters, digits, '_' and '-' only")
         if not isinstance(self.config, MethodConfig):
             raise ConfigError(f"component {self.name!r}: config must be a method config, "
                               f"not {type(self.config).__name__}")

@@ -9,9 +9,12 @@
                                                                         (e.g. prompt_embeddings)
 
 Keys carry no adapter name, as Hugging Face PEFT writes them. Loading is strict: missing,
-unexpected and shape-mismatched keys are reported together, by category, in one error.
+unexpected and shape-mismatched keys are reported together, by category, in one error, and
+every tensor must be floating point and finite (a NaN adapter is refused, naming the tensor).
 A combination of methods is saved as one folder of such folders (see `core/combination_files.py`);
-`peftlab.save_adapter` / `load_adapter` choose between the two (`core/adapter_io.py`).
+`peftlab.save_adapter` / `load_adapter` choose between the two and write a folder as one unit
+(assembled in a hidden sibling and swapped in, `core/adapter_io.py`), so an interrupted save
+never leaves a mix of two adapters.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from peftlab.core.modules_to_save import ModulesToSave
 from peftlab.core.registry import declaration, declaration_for_hf_file
 from peftlab.core.targets import file_path
 from peftlab.errors import AdapterFileError, PeftlabError, TargetError
-from peftlab.io import write_json, write_safetensors
+from peftlab.io import note_casts, tensor_problem, write_json, write_safetensors
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -71,13 +74,17 @@ def suffix_collateral(peft_model: PeftModel, name: str) -> dict[str, torch.Tenso
     weights (see `_base_weights_in_file`), which leaves them as they are.
     """
     root = peft_model.method(name).hf_module_prefix
+    return {f"{root}{file_path(path)}.{key}": p.detach()
+            for path, module in _suffix_matches(peft_model, name).items() for key, p in module.named_parameters()}
+
+
+def _suffix_matches(peft_model: PeftModel, name: str) -> dict[str, nn.Module]:
+    """Module path -> module, for the modules HF PEFT wraps too because their path ends with one
+    of adapter `name`'s modules_to_save entries (and lies outside them)."""
     saved = {file_path(path) for path, layer in peft_model.adapter_layers(name) if isinstance(layer, ModulesToSave)}
-    extra = {}
-    for path, module in peft_model.model.named_modules():
-        if path and path not in saved and any(path.endswith(entry) for entry in saved) \
-                and not any(path.startswith(entry + ".") for entry in saved):
-            extra.update({f"{root}{file_path(path)}.{key}": p.detach() for key, p in module.named_parameters()})
-    return extra
+    return {path: module for path, module in peft_model.model.named_modules()
+            if path and path not in saved and any(path.endswith(entry) for entry in saved)
+            and not any(path.startswith(entry + ".") for entry in saved)}
 
 
 def adapter_file_config(peft_model: PeftModel, name: str) -> dict[str, Any]:
@@ -103,15 +110,15 @@ def adapter_file_config(peft_model: PeftModel, name: str) -> dict[str, Any]:
     }
 
 
-def save_single(peft_model: PeftModel, folder: str | Path, name: str = "default") -> Path:
-    """Write single adapter `name` to `folder` (created if needed); each file is written atomically."""
+def write_single(peft_model: PeftModel, folder: Path, name: str) -> None:
+    """Write single adapter `name`'s files into the new folder `folder` (`adapter_io.save_adapter`
+    swaps it into place)."""
     if name not in peft_model.configs:
         raise PeftlabError(f"unknown adapter {name!r}: existing adapters are {list(peft_model.configs)}")
-    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     state = {**suffix_collateral(peft_model, name), **adapter_state(peft_model, name)}
     write_safetensors(folder / WEIGHTS_NAME, state, metadata={"format": "pt"})
     write_json(folder / CONFIG_NAME, adapter_file_config(peft_model, name))
-    return folder
 
 
 def read_adapter_config(folder: str | Path) -> dict[str, Any]:
@@ -132,12 +139,17 @@ def read_adapter_config(folder: str | Path) -> dict[str, Any]:
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The adapter tensors in `path`, each floating point and finite (else one AdapterFileError)."""
     if not path.is_file():
         raise AdapterFileError(f"{path} is missing: an adapter folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise AdapterFileError(f"{path} is corrupt or not a safetensors file ({error}); re-save the adapter") from None
+    problem = tensor_problem(tensors)
+    if problem:
+        raise AdapterFileError(f"{path}: {problem}; the adapter cannot be used: retrain it or load another one")
+    return tensors
 
 
 def method_and_config_from_file(fields: dict[str, Any]):
@@ -162,14 +174,19 @@ def _check_keys(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor
                                "load it on the base model it was trained on")
 
 
-def _base_weights_in_file(peft_model: PeftModel, found: dict[str, torch.Tensor],
+def _base_weights_in_file(peft_model: PeftModel, name: str, found: dict[str, torch.Tensor],
                           expected: dict[str, torch.Tensor], root: str) -> dict[str, nn.Parameter]:
-    """File keys that are base-model weights (HF PEFT saves a targeted embedding's full weight)."""
+    """File keys that are base-model weights of a module the adapter wraps (HF PEFT saves a targeted
+    embedding's full weight) or of a module HF PEFT's suffix match wraps beside modules_to_save
+    (`suffix_collateral`); any other base weight in a file is an unexpected key, never loaded."""
     base = peft_model.base_parameters()
+    wrapped = {file_path(path) for path, _ in peft_model.adapter_layers(name)} \
+        | {file_path(path) for path in _suffix_matches(peft_model, name)}
     extras = {}
     for key, tensor in found.items():
         path = file_path(key[len(root):]) if key.startswith(root) else None
-        if key not in expected and path in base and base[path].shape == tensor.shape:
+        if key not in expected and path in base and path.rpartition(".")[0] in wrapped \
+                and base[path].shape == tensor.shape:
             extras[key] = base[path]
     return extras
 
@@ -209,8 +226,9 @@ def fill_adapter(peft_model: PeftModel, name: str, found: dict[str, torch.Tensor
     """Copy the file tensors `found` (read from `source`) into the attached adapter `name`, strictly."""
     expected = adapter_state(peft_model, name)
     root = peft_model.method(name).hf_module_prefix
-    base_extras = _base_weights_in_file(peft_model, found, expected, root)
+    base_extras = _base_weights_in_file(peft_model, name, found, expected, root)
     _check_keys(expected, {k: v for k, v in found.items() if k not in base_extras}, source)
+    note_casts(source, {k: (found[k].dtype, v.dtype) for k, v in (expected | base_extras).items()})
     with torch.no_grad():
         for key, param in base_extras.items():
             param.copy_(found[key].to(param.dtype))

@@ -36,6 +36,16 @@ from peftlab.core.targets import CLASSIFIER_HEAD_NAMES, _matches, file_path, rep
 from peftlab.errors import ConfigError, MergeError, TargetError
 
 
+def model_parameter_count(module: nn.Module) -> int:
+    """The parameters `module` has as a model, however they are stored: a quantized linear (one that
+    declares `is_quantized_linear`, e.g. NF4) keeps its weight as packed codes in buffers, and
+    counts as the out × in values it stands for, so a 4-bit model has as many parameters as the
+    float one it was made from."""
+    stored = sum(p.numel() for p in module.parameters())
+    return stored + sum(m.out_features * m.in_features for m in module.modules()
+                        if getattr(m, "is_quantized_linear", False))
+
+
 class PeftModel(nn.Module):
     """A model with named adapters. Build it with `peftlab.apply` or `peftlab.load`."""
 
@@ -152,10 +162,10 @@ class PeftModel(nn.Module):
         return {key: combo.lr_scale(self, name) * declared.get(id(param), 1.0) for key, name, param in entries}
 
     def count_parameters(self) -> tuple[int, int]:
-        """(trainable, total) parameter counts; total counts the base model and all adapters."""
+        """(trainable, total) parameter counts; total counts the base model (see
+        `model_parameter_count`) and all adapters."""
         trainable = sum(p.numel() for p in self.trainable_parameters().values())
-        total = sum(p.numel() for p in self.parameters())
-        return trainable, total
+        return trainable, model_parameter_count(self)
 
     # --- adapters --------------------------------------------------------------------------------
     def add_adapter(self, name: str, config: MethodConfig | CombinationConfig, *,

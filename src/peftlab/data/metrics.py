@@ -12,6 +12,7 @@ from typing import Sequence
 
 import sacrebleu
 from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU
 
 from peftlab.data.readers import DataError
 
@@ -58,16 +59,36 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) 
     return sacrebleu.corpus_bleu(list(hypotheses), streams).score
 
 
-def rouge_l(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
-    """ROUGE-L F-measure (rouge-score, no stemming), best over each hypothesis' references,
-    averaged over hypotheses, times 100."""
+def bleu_statistics(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> list[list[int]]:
+    """Per hypothesis, sacreBLEU's sufficient statistics [sys_len, ref_len, matches for n = 1..4,
+    totals for n = 1..4]. Corpus BLEU is a function of their sums (`bleu_from_statistics`), which
+    is what lets a bootstrap resample prompts without re-tokenising."""
+    _check_lengths(hypotheses, references, "reference groups")
+    bleu, rows = BLEU(), []
+    for hypothesis, refs in zip(hypotheses, references):
+        score = bleu.corpus_score([hypothesis], [[ref] for ref in refs])
+        rows.append([score.sys_len, score.ref_len, *score.counts, *score.totals])
+    return rows
+
+
+def bleu_from_statistics(summed: Sequence[int]) -> float:
+    """Corpus BLEU from summed `bleu_statistics` rows (sacreBLEU's default exponential smoothing)."""
+    summed = [int(v) for v in summed]
+    return BLEU.compute_bleu(summed[2:6], summed[6:10], summed[0], summed[1], smooth_method="exp").score
+
+
+def rouge_l_per_hypothesis(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> list[float]:
+    """ROUGE-L F-measure × 100 (rouge-score, no stemming) of each hypothesis, best over its references."""
     _check_lengths(hypotheses, references, "reference groups")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    best = [
-        max(scorer.score(ref, hyp)["rougeL"].fmeasure for ref in refs)
-        for hyp, refs in zip(hypotheses, references)
-    ]
-    return 100.0 * sum(best) / len(best)
+    return [100.0 * max(scorer.score(ref, hyp)["rougeL"].fmeasure for ref in refs)
+            for hyp, refs in zip(hypotheses, references)]
+
+
+def rouge_l(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """ROUGE-L (see `rouge_l_per_hypothesis`) averaged over hypotheses."""
+    best = rouge_l_per_hypothesis(hypotheses, references)
+    return sum(best) / len(best)
 
 
 def generation_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:

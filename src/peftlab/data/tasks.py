@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
-from peftlab.data.readers import DataError, find_split_file, read_rows
+from peftlab.data.readers import (
+    SUFFIXES, DataError, NotCachedError, find_split, find_split_file, is_saved_dataset, read_cached, read_splits, read_table, to_rows,
+)
 
 CLASSIFICATION = "classification"
 CAUSAL_LM = "causal-lm"
@@ -129,9 +132,9 @@ EMBEDDED = {
 }
 
 
-def _column(rows: list[dict[str, str]], role: str, given: str | None, where: Path, required: bool = True) -> str | None:
+def _column(columns: Sequence[str], role: str, given: str | None, where: str, required: bool = True) -> str | None:
     """The column playing `role`: the one named by the caller, else the first default present."""
-    columns = list(rows[0]) if rows else []
+    columns = list(columns)
     if given is not None:
         if given in columns:
             return given
@@ -147,12 +150,12 @@ def _column(rows: list[dict[str, str]], role: str, given: str | None, where: Pat
     )
 
 
-def _infer_kind(rows: list[dict[str, str]], explicit_causal: bool, explicit_classification: bool) -> str:
+def _infer_kind(columns: Sequence[str], explicit_causal: bool, explicit_classification: bool) -> str:
     if explicit_causal:
         return CAUSAL_LM
     if explicit_classification:
         return CLASSIFICATION
-    columns = set(rows[0]) if rows else set()
+    columns = set(columns)
     if columns & set(DEFAULT_COLUMNS["label"]):
         return CLASSIFICATION
     if columns & set(DEFAULT_COLUMNS["prompt"]) and columns & set(DEFAULT_COLUMNS["target"]):
@@ -166,14 +169,27 @@ def _sorted_labels(values: set[str]) -> tuple[str, ...]:
     return tuple(sorted(values))
 
 
-def _classification(train_rows, dev_rows, train_path, dev_path, text_col, text_pair_col, label_col):
-    text = _column(train_rows, "text", text_col, train_path)
-    pair = _column(train_rows, "text_pair", text_pair_col, train_path, required=False)
-    label = _column(train_rows, "label", label_col, train_path)
-    for role, column in (("text", text), ("text_pair", pair), ("label", label)):
-        if dev_rows and column is not None:
-            _column(dev_rows, role, column, dev_path)
+def _roles(source: "_Source", roles: dict[str, str | None], optional: tuple[str, ...] = ()) -> dict[str, str | None]:
+    """Role -> column of the training table (checked in the dev table too)."""
+    chosen = {role: _column(source.train.column_names, role, given, source.train_where, role not in optional)
+              for role, given in roles.items()}
+    if source.dev is not None and source.dev.num_rows:
+        for role, column in chosen.items():
+            if column is not None:
+                _column(source.dev.column_names, role, column, source.dev_where)
+    return chosen
+
+
+def _classification(source: "_Source", text_col, text_pair_col, label_col):
+    columns = _roles(source, {"text": text_col, "text_pair": text_pair_col, "label": label_col}, ("text_pair",))
+    used = [c for c in columns.values() if c is not None]
+    train_rows = to_rows(source.train, used)
+    dev_rows = to_rows(source.dev, used) if source.dev is not None else []
+    text, pair, label = columns["text"], columns["text_pair"], columns["label"]
     label_names = _sorted_labels({row[label].strip() for row in train_rows})
+    if len(label_names) < 2:  # one class is no classification (transformers would build a regression head)
+        raise DataError(f"{source.train_where}: column {label!r} holds one label only ({', '.join(map(repr, label_names))}) "
+                        "in the training rows used: a classifier needs at least two; check --label-col or the data")
     ids = {name: i for i, name in enumerate(label_names)}
 
     def examples(rows, where):
@@ -185,32 +201,75 @@ def _classification(train_rows, dev_rows, train_path, dev_path, text_col, text_p
             out.append(ClassificationExample(row[text], ids[name], row[pair] if pair else None))
         return tuple(out)
 
-    return examples(train_rows, train_path), examples(dev_rows, dev_path), label_names
+    return examples(train_rows, source.train_where), examples(dev_rows, source.dev_where), label_names
 
 
-def _causal(rows, where, prompt_col, target_col):
-    prompt = _column(rows, "prompt", prompt_col, where)
-    target = _column(rows, "target", target_col, where)
-    return tuple(CausalLMExample(row[prompt], row[target]) for row in rows)
+def _causal(source: "_Source", prompt_col, target_col):
+    columns = _roles(source, {"prompt": prompt_col, "target": target_col})
+    prompt, target = columns["prompt"], columns["target"]
+
+    def examples(table):
+        return tuple(CausalLMExample(row[prompt], row[target]) for row in to_rows(table, [prompt, target]))
+
+    return examples(source.train), examples(source.dev) if source.dev is not None else ()
 
 
-def _resolve_files(source: str, train_file, dev_file) -> tuple[str, str | None, Path, Path | None]:
-    """(name, embedded kind or None, train path, dev path or None)."""
+@dataclass(frozen=True)
+class _Source:
+    """Where a task's rows come from: tables (`datasets.Dataset`) and names for messages."""
+
+    name: str
+    kind: str | None
+    train: Any
+    dev: Any
+    train_where: str
+    dev_where: str
+
+
+def _from_files(name: str, kind: str | None, train: Path, dev: Path | None) -> _Source:
+    return _Source(name, kind, read_table(train), read_table(dev) if dev else None, str(train), str(dev))
+
+
+def _from_splits(name: str, splits: dict[str, Any], train_split: str | None, dev_split: str | None) -> _Source:
+    """A source from named splits (a save_to_disk folder, a cached data set); `train_split` /
+    `dev_split` override the usual names (train; dev, validation, valid, val)."""
+    names = list(splits)
+    train = train_split or find_split(names, "train")
+    dev = dev_split or find_split(names, "dev")
+    for wanted in (train, dev_split):
+        if wanted is not None and wanted not in splits:
+            raise DataError(f"{name}: no split {wanted!r} (splits: {', '.join(names)})")
+    if train is None:
+        raise DataError(f"{name}: no train split (splits: {', '.join(names)}); pass train_file=<split name>")
+    return _Source(name, None, splits[train], splits[dev] if dev else None, f"{name}[{train}]", f"{name}[{dev}]")
+
+
+# A data set name as the Hugging Face hub writes it: "name" or "user/name", optionally ":config".
+_HUB_NAME = re.compile(r"[\w.-]+(/[\w.-]+)?(:[\w.-]+)?")
+
+
+def _resolve(source: str, train_file, dev_file) -> _Source:
     if source in EMBEDDED and not Path(source).exists():
         kind, train_name, dev_name = EMBEDDED[source]
-        return source, kind, EMBEDDED_DIR / train_name, EMBEDDED_DIR / dev_name
+        return _from_files(source, kind, EMBEDDED_DIR / train_name, EMBEDDED_DIR / dev_name)
     path = Path(source)
+    if path.is_dir() and is_saved_dataset(path):
+        return _from_splits(path.name, read_splits(path), train_file, dev_file)
     if path.is_dir():
         # Explicit file names are relative to the folder (an absolute path stays as it is).
         train = path / train_file if train_file else find_split_file(path, "train")
         dev = path / dev_file if dev_file else find_split_file(path, "dev")
-        return path.name, None, train, dev
+        return _from_files(path.name, None, train, dev)
     if path.is_file():
-        return path.stem, None, path, Path(dev_file) if dev_file else None
-    raise DataError(
-        f"no data set {source!r}: use an embedded name ({', '.join(EMBEDDED)}) or a folder / "
-        f"CSV, TSV or JSONL file that exists"
-    )
+        return _from_files(path.stem, None, path, Path(dev_file) if dev_file else None)
+    others = (f"an embedded name ({', '.join(EMBEDDED)}), or a data file or folder that exists "
+              f"({', '.join(SUFFIXES)}, or a save_to_disk folder)")
+    if _HUB_NAME.fullmatch(source) and path.suffix.lower() not in SUFFIXES:
+        try:
+            return _from_splits(source, read_cached(source), train_file, dev_file)
+        except NotCachedError as error:
+            raise DataError(f"{error}; or use {others}") from None
+    raise DataError(f"no data set {source!r}: use {others}, or a data set name in the local Hugging Face cache")
 
 
 def load_task(
@@ -227,39 +286,37 @@ def load_task(
     max_train: int | None = None,
     max_dev: int | None = None,
 ) -> Task:
-    """Load an embedded task ("sst2", "e2e") or one from a folder or a single file.
+    """Load an embedded task ("sst2", "e2e") or one from a file, a folder or the HF cache.
 
-    A folder needs one `train*` and one `dev*` (or `validation*`) file; `train_file=` /
-    `dev_file=` override that. A single file becomes the training split and the dev split is
-    empty unless `dev_file=` is given. Columns default to sentence/text (+ sentence2 for pairs)
-    and label, or prompt/mr and target/ref; the kind is inferred from the columns when not given.
-    `max_train` keeps the first rows of the training file; `max_dev` keeps the first dev rows
-    (classification) or the first distinct prompts with all their references (causal-LM).
+    `source` may be a data file (CSV, TSV, JSONL, Parquet, Arrow), a folder with one `train*` and
+    one `dev*` (or `validation*`) file, a `save_to_disk` folder, or a data set name in the local
+    Hugging Face cache ("user/name", "name:config"). `train_file=` / `dev_file=` name the files of
+    a folder, or the splits of a saved or cached data set. A single file becomes the training split
+    and the dev split is empty unless `dev_file=` is given. Columns default to sentence/text
+    (+ sentence2 for pairs) and label, or prompt/mr and target/ref; the kind is inferred from the
+    columns when not given. `max_train` keeps the first rows of the training split; `max_dev`
+    keeps the first dev rows (classification) or the first distinct prompts with all their
+    references (causal-LM).
     """
-    name, embedded_kind, train_path, dev_path = _resolve_files(source, train_file, dev_file)
-    train_rows = read_rows(train_path)
-    dev_rows = read_rows(dev_path) if dev_path else []
-    if not train_rows:
-        raise DataError(f"{train_path}: no training rows")
+    source_data = _resolve(source, train_file, dev_file)
+    if not source_data.train.num_rows:
+        raise DataError(f"{source_data.train_where}: no training rows")
     explicit_causal = prompt_col is not None or target_col is not None
     explicit_cls = text_col is not None or label_col is not None or text_pair_col is not None
-    kind = kind or embedded_kind or _infer_kind(train_rows, explicit_causal, explicit_cls)
+    kind = kind or source_data.kind or _infer_kind(source_data.train.column_names, explicit_causal, explicit_cls)
     if kind not in KINDS:
         raise DataError(f"unknown task kind {kind!r}; use one of {', '.join(KINDS)}")
     if max_train is not None:
-        train_rows = train_rows[:max_train]
+        source_data = replace(source_data, train=source_data.train.select(range(min(max_train, source_data.train.num_rows))))
 
     if kind == CLASSIFICATION:
-        if max_dev is not None:
-            dev_rows = dev_rows[:max_dev]
-        train, dev, labels = _classification(
-            train_rows, dev_rows, train_path, dev_path, text_col, text_pair_col, label_col
-        )
-        return Task(name, kind, train, dev, label_names=labels)
+        if max_dev is not None and source_data.dev is not None:
+            source_data = replace(source_data, dev=source_data.dev.select(range(min(max_dev, source_data.dev.num_rows))))
+        train, dev, labels = _classification(source_data, text_col, text_pair_col, label_col)
+        return Task(source_data.name, kind, train, dev, label_names=labels)
 
-    train = _causal(train_rows, train_path, prompt_col, target_col)
-    dev = _causal(dev_rows, dev_path, prompt_col, target_col) if dev_rows else ()
+    train, dev = _causal(source_data, prompt_col, target_col)
     if max_dev is not None:
         keep = {g.prompt for g in group_references(dev)[:max_dev]}
         dev = tuple(ex for ex in dev if ex.prompt in keep)
-    return Task(name, kind, train, dev, dev_references=group_references(dev))
+    return Task(source_data.name, kind, train, dev, dev_references=group_references(dev))

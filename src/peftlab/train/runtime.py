@@ -9,15 +9,19 @@ from __future__ import annotations
 import contextlib
 import resource
 import statistics
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from peftlab.core.model import PeftModel
 from peftlab.errors import ConfigError
 from peftlab.train.config import TrainConfig
+
+LINE_INTERVAL_S = 10.0  # the most often a progress line is printed when the output is not a terminal
 
 
 def resolve_device(name: str) -> torch.device:
@@ -29,16 +33,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def quantile(ordered: list[float], q: float) -> float:
+    """The `q`-quantile of the sorted values `ordered` (the nearest rank at or below it)."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def step_time_stats(times: list[float]) -> dict[str, float]:
     """Median, 10th / 90th percentile, mean and count of per-step wall times (seconds)."""
     if not times:
         return {}
     ordered = sorted(times)
-
-    def quantile(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return {"median": statistics.median(ordered), "p10": quantile(0.1), "p90": quantile(0.9),
+    return {"median": statistics.median(ordered), "p10": quantile(ordered, 0.1), "p90": quantile(ordered, 0.9),
             "mean": sum(ordered) / len(ordered), "count": len(ordered)}
 
 
@@ -61,38 +66,62 @@ def runtime(peft_model: PeftModel, config: TrainConfig) -> Iterator[None]:
     if config.gradient_checkpointing:
         if not getattr(base, "supports_gradient_checkpointing", False):
             raise ConfigError(f"{type(base).__name__} does not support gradient checkpointing")
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        # Reentrant checkpointing (which models with their own checkpoint code may still use)
-        # skips the backward of a block whose inputs need no grad; with frozen embeddings (every
-        # PEFT method) nothing upstream needs grad, so make the embedding output require it.
-        base.enable_input_require_grads()
+        activation_checkpointing(base, True, {"use_reentrant": False})
     try:
         yield
     finally:
         torch.set_num_threads(threads)
         peft_model.train(was_training)
         if config.gradient_checkpointing:
-            base.gradient_checkpointing_disable()
-            base.disable_input_require_grads()
+            activation_checkpointing(base, False)
+
+
+def activation_checkpointing(base, enable: bool, checkpoint_kwargs: dict | None = None, **options: Any) -> None:
+    """Turn activation (gradient) checkpointing of the Hugging Face model `base` on or off.
+
+    Reentrant checkpointing (the transformers default, and what models with their own checkpoint
+    code use) skips the backward of a block whose inputs need no grad; with frozen embeddings
+    (every PEFT method) nothing upstream needs grad, so the embedding output is made to require
+    it. `options` (`every_n_layers`, `offload`) go to transformers as given.
+    """
+    # transformers 5.x renamed gradient_checkpointing_* to activation_checkpointing_* (the old
+    # names warn); both take the kwargs for torch.utils.checkpoint.
+    if enable:
+        if hasattr(base, "activation_checkpointing_enable"):
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpoint_kwargs, **options)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs, **options)
+        base.enable_input_require_grads()
+    else:
+        disable = getattr(base, "activation_checkpointing_disable", None) or base.gradient_checkpointing_disable
+        disable()
+        base.disable_input_require_grads()
 
 
 class ProgressBar:
     """A rich progress bar with loss, rates and ETA; a no-op when disabled.
 
-    When the output is not a terminal (a log file, CI), each loss update is printed as a line
-    instead, since a live bar cannot be redrawn there. `completed` starts a resumed run's bar
-    at the step it resumes from.
+    When the output is not a terminal (a log file, CI, `| tee`), a live bar cannot be redrawn, so
+    the bar falls back to plain lines instead: one at most every `interval` seconds (a step or
+    a loss update, whichever comes first after it), one at each change of phase ("evaluate"),
+    and a last one when the run ends. `completed` starts a resumed run's bar at the step it
+    resumes from; `console` and `clock` are there for tests.
     """
 
-    def __init__(self, total: int, enabled: bool, completed: int = 0) -> None:
+    def __init__(self, total: int, enabled: bool, completed: int = 0, *, interval: float = LINE_INTERVAL_S,
+                 console: Console | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        console = console or Console()
+        self.lines = enabled and not console.is_terminal
         self.bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled,
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            disable=not enabled or self.lines, console=console,
         )
-        self.lines = enabled and not self.bar.console.is_terminal
-        self.total = total
+        self.total, self.interval, self.clock = total, interval, clock
         self.task = self.bar.add_task("train", total=total, completed=completed, loss="-", rate="")
+        self.first, self.started = completed, clock()
+        self.last_line = self.started
 
     def __enter__(self) -> "ProgressBar":
         self.bar.__enter__()
@@ -100,14 +129,33 @@ class ProgressBar:
 
     def __exit__(self, *exc: Any) -> None:
         self.bar.__exit__(*exc)
+        if self.lines and exc[0] is None:
+            self._line()
 
     def advance(self) -> None:
         self.bar.advance(self.task)
+        self._line_if_due()
 
     def show(self, **fields: Any) -> None:
+        task = self.bar.tasks[0]
+        new_phase = "description" in fields and fields["description"] != task.description
         self.bar.update(self.task, **fields)
-        if self.lines and "loss" in fields:
-            task = self.bar.tasks[0]
-            remaining = task.time_remaining
-            self.bar.console.print(f"step {int(task.completed)}/{self.total} loss {fields['loss']} "
-                                   f"{fields.get('rate', '')} ETA {remaining or 0:.0f} s", highlight=False)
+        if new_phase and self.lines:
+            self._line()
+        else:
+            self._line_if_due()
+
+    def _line_if_due(self) -> None:
+        if self.lines and self.clock() - self.last_line >= self.interval:
+            self._line()
+
+    def _line(self) -> None:
+        task = self.bar.tasks[0]
+        now = self.clock()
+        done = int(task.completed)
+        rate = (done - self.first) / max(now - self.started, 1e-9)  # steps/s of this process
+        eta = f"ETA {(self.total - done) / rate:.0f} s" if rate > 0 and done < self.total else ""
+        fields = " ".join(part for part in (f"loss {task.fields['loss']}", task.fields["rate"], eta) if part)
+        self.bar.console.print(f"{task.description} step {done}/{self.total} ({100 * done / max(self.total, 1):.0f}%) "
+                               f"{fields} elapsed {now - self.started:.0f} s", highlight=False, markup=False)
+        self.last_line = now

@@ -79,8 +79,14 @@ class LoraFootprint(Footprint):
         return breakdown.get("bias", 0)
 
     def extra_activations(self, shape):
-        # A x (r per token) is the input of B and is kept for B's weight gradient.
-        return {"lora A·x": self.config.r * len(self.targets(shape))}
+        # A x (r per token) is the input of B and is kept for B's weight gradient. With dropout,
+        # A's input is the dropped x, kept beside the dropout's mask (float noise on CPU): one more
+        # input-sized tensor per target than the x that `saved_inputs` counts.
+        targets = self.targets(shape)
+        extra = {"lora A·x": self.config.r * len(targets)}
+        if self.config.dropout > 0:
+            extra["lora dropout mask"] = sum(m.in_features for m in targets)
+        return extra
 
 
 DECLARATION = MethodDeclaration(
