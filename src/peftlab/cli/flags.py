@@ -87,11 +87,22 @@ def _checked(domain: Domain, flag: str, callback):
     return check
 
 
+def _is_numeric(param) -> bool:
+    """Whether `param` parses to an int or a float (not a boolean flag, not text: `estimate`'s
+    method options arrive as text and are converted and checked by the method config)."""
+    if getattr(param, "is_flag", False):
+        return False
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None:
+        return descriptor.annotation in (int, float)
+    return getattr(getattr(param, "type", None), "name", None) in ("integer", "float")
+
+
 def declare_flag_domains(command) -> Any:
     """Make `command` check each of its flags named in `FLAG_DOMAINS` as it is parsed (in place,
     idempotent). Works on the click command typer builds, whichever click it vendors."""
     for param in command.params:
-        domain = None if getattr(param, "is_flag", False) else FLAG_DOMAINS.get(flag_name(param))
+        domain = FLAG_DOMAINS.get(flag_name(param)) if _is_numeric(param) else None
         if domain is not None and getattr(param.callback, "domain", None) is None:
             param.callback = _checked(domain, flag_name(param), param.callback)
     return command
