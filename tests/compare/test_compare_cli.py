@@ -39,7 +39,7 @@ def test_set_reaches_a_method_field_and_a_combination_part(planned):
 @pytest.mark.parametrize("setting, message", [
     ("lora.rr=8", "method 'lora' has no option 'rr'"),
     ("ia3.target_modules=key", "--set names ia3, which this comparison does not run"),
-    ("lora.r=0", "r=0 is out of range"),
+    ("lora.r=0", "lora: r=0 is invalid: expected an integer >= 1"),
     ("lora=8", "write method.key=value"),
 ])
 def test_a_bad_setting_is_one_error_line_before_any_work(planned, setting, message):

@@ -46,7 +46,7 @@ def estimate_command(
     json_out: bool = typer.Option(False, "--json", help="print JSON (= --format json)"),
     csv_out: bool = typer.Option(False, "--csv", help="print CSV (= --format csv)"),
     charts: Optional[Path] = typer.Option(None, help="folder to write params.png, memory.png"),
-    **method_options: Optional[str],
+    **method_options: Any,
 ) -> None:
     """Estimate trainable parameters, adapter file size and training memory per method."""
     from peftlab.estimate import Settings, estimate
@@ -65,7 +65,7 @@ def estimate_command(
                    precision=precision, attention=attention,
                    gradient_checkpointing=gradient_checkpointing, num_labels=num_labels,
                    device=device)
-    given = {key: text for key, text in method_options.items() if text is not None}
+    given = {key: value for key, value in method_options.items() if value is not None}
     tables: dict[str, list[dict]] = {}
     payload: dict = {}
     notes: list[str] = []
@@ -88,10 +88,9 @@ def estimate_command(
         tables.update(seed_tables)
         payload["seeds"] = seed_tables
     if scaling:
-        from peftlab.cli.options import convert
         from peftlab.estimate.scaling import scaling_table
 
-        r = convert(given["r"], int, "r") if "r" in given else 8
+        r = given.get("r", 8)
         title = (f"scaling: training memory ({run.precision}, AdamW, B={batch_size}, "
                  f"T={seq_len}, LoRA/QLoRA r={r} on q_proj, v_proj)")
         tables[title] = payload["scaling"] = render.scaling_rows(scaling_table(run, r))
@@ -135,9 +134,13 @@ def _fields(name: str) -> set[str]:
     return set(declaration(name).config_class.__dataclass_fields__) - {"modules_to_save"}
 
 
-def generated_options() -> dict[str, str]:
-    """Field name -> help text, for every field of a registered method's config that no option of
-    the command itself uses (those are reachable with --set method.field=value)."""
+def generated_options() -> dict[str, tuple[str, Any]]:
+    """Field name -> (help text, option type), for every field of a registered method's config that
+    no option of the command itself uses (those are reachable with --set method.field=value).
+
+    A field that is an int (or a choice of ints) or a float in every method that has it is parsed
+    as that number, so its flag domain (`cli/flags.py`) is checked as the flag is read; any other
+    arrives as text and is converted to each method's declared type (`cli/options.py`)."""
     from peftlab.core.config import describe
 
     fixed = set(inspect.signature(estimate_command).parameters)
@@ -147,13 +150,32 @@ def generated_options() -> dict[str, str]:
         for field in sorted(set(found.config_class.__dataclass_fields__) - {"modules_to_save"}):
             if field not in fixed:
                 options.setdefault(field, []).append((found.name, hints[field]))
-    helps = {}
+    generated = {}
     for field, owners in options.items():
         by_meaning: dict[str, list[str]] = {}
         for name, annotation in owners:
             by_meaning.setdefault(describe(annotation), []).append(name)
-        helps[field] = "; ".join(f"{', '.join(names)}: {meaning}" for meaning, names in by_meaning.items())
-    return helps
+        kinds = {_number_kind(annotation) for _, annotation in owners}
+        kind = kinds.pop() if len(kinds) == 1 and None not in kinds else str
+        generated[field] = ("; ".join(f"{', '.join(names)}: {meaning}" for meaning, names in by_meaning.items()),
+                            kind)
+    return generated
+
+
+def _number_kind(annotation: Any) -> type | None:
+    """int or float when `annotation` (ranges, None stripped) is that number or a choice of ints, else None."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _number_kind(args[0])
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        return _number_kind(members[0]) if len(members) == 1 else None
+    if origin is typing.Literal:
+        return int if all(type(arg) is int for arg in args) else None
+    return annotation if annotation in (int, float) else None
 
 
 def _hints(annotated) -> dict[str, Any]:
@@ -169,10 +191,10 @@ def _command_with_method_options():
     hints = _hints(estimate_command)  # this module's annotations are strings (PEP 563): resolve them
     fixed = [p.replace(annotation=hints[p.name]) for p in signature.parameters.values()
              if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    generated = [inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    generated = [inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
                                    default=typer.Option(None, f"--{field.replace('_', '-')}", help=help_text,
                                                         rich_help_panel="Method options"))
-                 for field, help_text in sorted(generated_options().items())]
+                 for field, (help_text, kind) in sorted(generated_options().items())]
 
     def command(**values: Any) -> None:
         fixed_values = {p.name: values.pop(p.name) for p in fixed}

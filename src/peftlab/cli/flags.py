@@ -55,7 +55,8 @@ FLAG_DOMAINS: dict[str, Domain] = {
     # method config flags
     "--r": COUNT, "--alpha": POSITIVE, "--dropout": FRACTION, "--block-size": COUNT,
     "--double-quant-block-size": COUNT, "--bottleneck-size": COUNT, "--reduction-factor": POSITIVE,
-    "--num-virtual-tokens": COUNT, "--encoder-hidden-size": COUNT,
+    "--num-virtual-tokens": COUNT, "--encoder-hidden-size": COUNT, "--lr-ratio": POSITIVE,
+    "--embedding-lr-ratio": POSITIVE,
     # run length, optimisation and evaluation
     "--lr": POSITIVE, "--epochs": POSITIVE, "--steps": COUNT, "--batch-size": COUNT, "--grad-accum": COUNT,
     "--warmup-ratio": FRACTION, "--warmup-steps": NATURAL, "--weight-decay": NON_NEGATIVE,
@@ -87,22 +88,11 @@ def _checked(domain: Domain, flag: str, callback):
     return check
 
 
-def _is_numeric(param) -> bool:
-    """Whether `param` parses to an int or a float (not a boolean flag, not text: `estimate`'s
-    method options arrive as text and are converted and checked by the method config)."""
-    if getattr(param, "is_flag", False):
-        return False
-    descriptor = getattr(param, "type_descriptor", None)
-    if descriptor is not None:
-        return descriptor.annotation in (int, float)
-    return getattr(getattr(param, "type", None), "name", None) in ("integer", "float")
-
-
 def declare_flag_domains(command) -> Any:
     """Make `command` check each of its flags named in `FLAG_DOMAINS` as it is parsed (in place,
     idempotent). Works on the click command typer builds, whichever click it vendors."""
     for param in command.params:
-        domain = FLAG_DOMAINS.get(flag_name(param)) if _is_numeric(param) else None
+        domain = None if getattr(param, "is_flag", False) else FLAG_DOMAINS.get(flag_name(param))
         if domain is not None and getattr(param.callback, "domain", None) is None:
             param.callback = _checked(domain, flag_name(param), param.callback)
     return command
