@@ -4,7 +4,7 @@ Same 4096x4096 weight for all (bitsandbytes: ``bnb.nn.Linear4bit``, nf4, double 
 dtype float32). Cases: 256 tokens and 1 token; forward under ``no_grad`` (inference:
 bitsandbytes takes its fused CPU gemv kernel for one token) and forward+backward w.r.t. the
 input (training: the frozen base under a LoRA adapter). Candidates: peftlab with the kernels it
-picks (compiled where ``torch.compile`` works), peftlab forced onto the eager kernels
+picks (native C loops where a C compiler works), peftlab forced onto the eager kernels
 (``PEFTLAB_NF4_KERNELS=eager``), bitsandbytes, float32. Each repeat runs every candidate once,
 round-robin with a rotating start (``common.interleaved``), so load from other processes hits
 all of them alike; we report the median and the IQR over repeats, and ratios of medians, with
