@@ -112,7 +112,8 @@ def fused_lora_forward(layer, x: torch.Tensor) -> torch.Tensor | None:
         lora_a, lora_b = layer.lora_A[name].weight, layer.lora_B[name].weight
         if lora_a.dtype != x.dtype or lora_b.dtype != x.dtype:
             return None
-        x_adapter = layer.lora_dropout[name](x2d)  # the same tensor unless dropout is on and training
+        dropout = layer.lora_dropout[name]
+        x_adapter = x2d if isinstance(dropout, nn.Identity) else dropout(x2d)  # x2d itself unless training
         scalings.append(layer.scaling[name])
         dropped.append(x_adapter is not x2d)
         factors += [lora_a, lora_b] + ([x_adapter] if x_adapter is not x2d else [])
