@@ -177,3 +177,21 @@ def test_gpt2_conv1d_weight_layout():
     x = torch.randn(5, 16)
     lora_a, lora_b = layer.lora_A["a"].weight, layer.lora_B["a"].weight
     assert torch.allclose(layer(x), conv(x) + x @ lora_a.t() @ lora_b.t() * layer.scaling["a"], atol=1e-5)
+
+
+def test_the_thread_count_is_restored_even_after_an_error():
+    """The rank-r products run on one thread; the caller's thread count comes back afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        layer = LoraLinear(nn.Linear(16, 12).requires_grad_(False))
+        layer.add_adapter("a", peftlab.LoraConfig(r=4))
+        layer.active_adapters = ("a",)
+        layer(torch.randn(3, 16, requires_grad=True)).sum().backward()
+        assert torch.get_num_threads() == 2
+        layer.lora_A["a"].weight.data = torch.randn(4, 15)  # a corrupt adapter: the product fails
+        with pytest.raises(RuntimeError):
+            layer(torch.randn(3, 16))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

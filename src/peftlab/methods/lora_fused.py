@@ -14,7 +14,8 @@ and adds each adapter's into the same tensor::
 On CPU the rank-r products run on one thread (`_one_thread`): each is a few MFLOP, too little to
 be worth a parallel region, and on a machine shared with other jobs a region waits for every
 thread to be scheduled again — four such products measured 1.5 ms on one thread and 93 ms on two
-under load 6 (2 cores), ~60x; on a quiet machine one thread costs them ~1 % of a SmolLM2 step.
+under load 6 (2 cores), ~60x. They are ~7 % of a SmolLM2 block's linear FLOPs at r=16, so on an
+idle machine the single thread costs a few percent at most.
 
 Saved for backward: the input (and each adapter's dropped-out input, if dropout is on), h_i and
 the factors; the base weight is referenced, never copied (a 4-bit base is dequantized again).
@@ -60,7 +61,11 @@ def _frozen_base(base: nn.Module, dtype: torch.dtype):
 
 @contextlib.contextmanager
 def _one_thread(device: torch.device) -> Iterator[None]:
-    """PyTorch's intra-op thread count set to 1 inside (CPU only), restored on exit (~3 µs each way)."""
+    """PyTorch's intra-op thread count set to 1 inside (CPU only), restored on exit (~3 µs each way).
+
+    The setting is process-wide: ops another Python thread runs meanwhile also get one thread
+    (the same results, only less parallel) for the few hundred microseconds this lasts.
+    """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
         yield
