@@ -34,6 +34,7 @@ from peftlab.core.registry import register
 from peftlab.core.targets import find_targets, is_linear, linear_features, module_device, replace_module
 from peftlab.core.model import file_path
 from peftlab.errors import MergeError
+from peftlab.methods.lora_fused import fused_lora_forward
 
 # Targets when the config names none: the attention query and value projections (the LoRA paper's
 # choice and the seeds' "start with Q+V"), per Hugging Face model_type.
@@ -220,6 +221,9 @@ class LoraLinear(_LoraBase):
         return F.linear(hidden, lora_b) * self.scaling[name]
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        fused = None if args or kwargs else fused_lora_forward(self, x)  # one autograd node, see lora_fused
+        if fused is not None:
+            return fused
         result = self.base_layer(x, *args, **kwargs)
         return self.add_adapter_outputs(result, x)
 
