@@ -73,3 +73,17 @@ def write_tiny_model(folder: Path) -> Path:
     tiny_bert().save_pretrained(folder)
     minilm_tokenizer().save_pretrained(folder)
     return folder
+
+
+def write_tiny_llama(folder: Path, layers: int = 4) -> Path:
+    """A tiny LLaMA classifier (`layers` blocks, grouped-query attention) + the MiniLM tokenizer
+    (whose [PAD] id 0 is the model's pad token) saved as a Hugging Face model folder."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128, num_labels=2,
+                         pad_token_id=0, tie_word_embeddings=False)
+    LlamaForSequenceClassification(config).eval().save_pretrained(folder)
+    minilm_tokenizer().save_pretrained(folder)
+    return folder
