@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import peftlab
 from peftlab.cli.main import app
 from peftlab.errors import MergeError
+from peftlab.estimate import Settings, estimate
 from peftlab.models import load_model
 from peftlab.quant import Linear4bit, quantize_nf4
 from peftlab.quant.loading import dequantize_model, load_model_4bit
@@ -53,6 +54,12 @@ def test_two_sharded_processes_train_the_adapter_one_process_trains(inputs, meth
     assert len(shares) == 2 and all(abs(share - 0.5) < 0.01 for share in shares), launched.stdout
     record = json.loads((sharded / "metrics.json").read_text())["fsdp"]
     assert sum(record["held_bytes_per_rank"]) >= record["blocks_bytes"]  # FSDP pads the last shard only
+    # `peftlab estimate --processes 2 --fsdp` counts the same block bytes (fp32, NF4 as stored)
+    options = {"block_size": 32} if method == "qlora" else {}
+    predicted = estimate(str(inputs / "model" / "config.json"), method, Settings(
+        processes=2, fsdp=True, precision="fp32", num_labels=2), r=4, target_modules=("q_proj", "v_proj"),
+        **options).memory.per_device
+    assert predicted["gathered_blocks"] // 2 * 4 == record["blocks_bytes"]  # two blocks gathered, of four
     single_run = CliRunner().invoke(app, run_args(inputs, single, method))
     assert single_run.exit_code == 0, single_run.output
 

@@ -66,7 +66,7 @@ FLAG_DOMAINS: dict[str, Domain] = {
     "--seeds": COUNT, "--sweep-seeds": COUNT, "--parallel": COUNT, "--timing-seconds": POSITIVE,
     # data and task
     "--max-train": COUNT, "--max-dev": COUNT, "--num-labels": CLASSES, "--seq-len": COUNT,
-    "--examples": COUNT, "--tasks": COUNT, "--storage-mb": POSITIVE,
+    "--examples": COUNT, "--tasks": COUNT, "--storage-mb": POSITIVE, "--processes": COUNT,
 }
 
 

@@ -230,9 +230,13 @@ def _fully_shard(peft_model: PeftModel, dist_info: Distributed) -> PeftModel:
 
 
 def _broadcast(params: list[nn.Parameter], dist_info: Distributed) -> None:
+    """Rank 0's values of `params` on every rank, through this rank's device (NCCL sends only
+    device tensors; before sharding the model may still be on the CPU)."""
     with torch.no_grad():
         for param in params:
-            dist.broadcast(param.data, src=0)
+            on_device = param.data.to(dist_info.device)
+            dist.broadcast(on_device, src=0)
+            param.data.copy_(on_device)
 
 
 def world_size_from_env() -> int:
