@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from train_helpers import write_tiny_model, write_toy_data
@@ -89,3 +90,24 @@ def test_executor_options_are_checked_before_any_work():
         executors.make_executor("local", address="127.0.0.1:6379")
     with pytest.raises(ConfigError, match="not one of local, ray"):
         executors.make_executor("dask")
+
+
+def test_sigterm_stops_every_parallel_worker_and_keeps_the_exit_code(inputs):
+    psutil = pytest.importorskip("psutil")
+    model, data, root = inputs
+    command = [sys.executable, "-m", "peftlab", "compare", "--model", str(model), "--data", str(data),
+               "--methods", "lora,ia3", "--profile", "preview", "--steps", "200", "--threads", "1", "--no-progress",
+               "--parallel", "2", "--out", str(root / "stopped")]
+    process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    parent, workers = psutil.Process(process.pid), []
+    deadline = time.monotonic() + 300
+    while len(workers) < 2 and process.poll() is None and time.monotonic() < deadline:
+        workers = [p for p in parent.children() if "peftlab.compare.worker" in " ".join(p.cmdline())]
+        time.sleep(0.2)
+    assert len(workers) == 2, "two workers never ran at once"
+    process.terminate()  # SIGTERM to the comparison alone: its workers are not signalled by anyone else
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted: 0 of 2 methods finished" in stderr
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import write_tiny_model, write_toy_data
+from train_helpers import assert_methods_train_alike, write_tiny_model, write_toy_data
 from typer.testing import CliRunner
 
 from peftlab.cli.main import app
 from peftlab.errors import ConfigError
 from peftlab.train import distributed
 
-HERE = Path(__file__).parent
 
 
 def test_ranks_split_every_micro_batch_into_contiguous_near_equal_slices():
@@ -77,24 +76,7 @@ def test_two_processes_train_ia3_prompt_and_lora_with_prompt_as_one(tmp_path):
     """Model-level hooks (prompt) and combinations go through DDP like adapter layers do."""
     write_tiny_model(tmp_path / "model")
     write_toy_data(tmp_path / "data", train=40, dev=4)
-    script = str(HERE / "distributed_methods.py")
-    launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script,
-         str(tmp_path), str(tmp_path / "two")],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert launched.returncode == 0, launched.stderr[-3000:]
-    single = subprocess.run([sys.executable, script, str(tmp_path), str(tmp_path / "one")], capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert single.returncode == 0, single.stderr[-3000:]
-    for method in ("ia3", "prompt", "lora+prompt"):
-        files = sorted((tmp_path / "one" / method).rglob("*.safetensors"))
-        assert files, method
-        for path in files:
-            expected = load_file(str(path))
-            got = load_file(str(tmp_path / "two" / path.relative_to(tmp_path / "one")))
-            assert set(got) == set(expected), path
-            for key in expected:
-                assert (got[key] - expected[key]).abs().max() <= 1e-5, (method, key)
+    assert_methods_train_alike(tmp_path, 1e-5)
 
 
 def test_the_hand_written_gradient_all_reduce_is_gone():

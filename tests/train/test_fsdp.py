@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import write_tiny_llama, write_toy_data
+from train_helpers import assert_methods_train_alike, write_tiny_llama, write_toy_data
 from typer.testing import CliRunner
 
 import peftlab
@@ -87,6 +87,14 @@ def _hf_peft_gives_peftlabs_logits(root, adapter, method):
     batch = {"input_ids": torch.randint(1000, 2000, (3, 9)), "attention_mask": torch.ones(3, 9, dtype=torch.long)}
     with torch.no_grad():
         torch.testing.assert_close(theirs(**batch).logits, ours.eval()(**batch).logits, rtol=0, atol=1e-5)
+
+
+def test_every_kind_of_trainable_tensor_trains_sharded_as_in_one_process(tmp_path):
+    """IA3 vectors and bottleneck adapters inside the blocks, prefix and prompt hooks at the root,
+    and full fine-tuning (every parameter trains, sharded)."""
+    write_tiny_llama(tmp_path / "model")
+    write_toy_data(tmp_path / "data", train=40, dev=4)
+    assert assert_methods_train_alike(tmp_path, 1e-4, "fsdp") == ["adapters", "full", "ia3", "prefix", "prompt"]
 
 
 @pytest.mark.parametrize("double_quant", [True, False])

@@ -7,11 +7,15 @@ with hidden size 32, so a training step takes milliseconds.
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from peftlab.data.tasks import ClassificationExample, Task
@@ -87,3 +91,28 @@ def write_tiny_llama(folder: Path, layers: int = 4) -> Path:
     LlamaForSequenceClassification(config).eval().save_pretrained(folder)
     minilm_tokenizer().save_pretrained(folder)
     return folder
+
+
+def assert_methods_train_alike(root, tolerance, *mode):
+    """distributed_methods.py under torchrun (2 processes) and alone: equal adapter files."""
+    script = str(Path(__file__).parent / "distributed_methods.py")
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script,
+         str(root), str(root / "two"), *mode],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    single = subprocess.run([sys.executable, script, str(root), str(root / "one"), *mode], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert single.returncode == 0, single.stderr[-3000:]
+    methods = sorted(folder.name for folder in (root / "one").iterdir())
+    assert methods
+    for method in methods:
+        files = sorted((root / "one" / method).rglob("*.safetensors"))
+        assert files, method
+        for path in files:
+            expected = load_file(str(path))
+            got = load_file(str(root / "two" / path.relative_to(root / "one")))
+            assert set(got) == set(expected), path
+            for key in expected:
+                assert (got[key] - expected[key]).abs().max() <= tolerance, (method, key)
+    return methods

@@ -256,7 +256,11 @@ class Comparison:
             if "error" in result:
                 self.console.print(f"[red]{name} failed:[/red] {result['error']['message'][:500]}")
             runs[index][seed_index] = result
-            in_order = [runs[index][s] for s in range(len(seeds)) if all(t in runs[index] for t in range(s + 1))]
+            in_order = []  # the finished runs up to the first seed still running
+            for seed_done in range(len(seeds)):
+                if seed_done not in runs[index]:
+                    break
+                in_order.append(runs[index][seed_done])
             self.state.save_runs(name, in_order)  # --resume continues after the seeds finished in order
             if len(in_order) == len(seeds):
                 trained[name] = in_order

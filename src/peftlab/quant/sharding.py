@@ -29,6 +29,7 @@ import math
 import torch
 from torch import nn
 
+from peftlab.core.targets import replace_module
 from peftlab.quant.codebook import NESTED_BLOCK_SIZE
 from peftlab.quant.linear4bit import Linear4bit
 from peftlab.quant.nf4 import NF4State
@@ -103,15 +104,15 @@ class ShardableLinear4bit(Linear4bit):
         # never cast by `.to(dtype)` / `.half()`, so the plain module rule is the right one here.
         return nn.Module._apply(self, fn, recurse)
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, stored as one uint8 parameter of {self.nf4_storage.numel():,} bytes"
+    def extra_repr(self) -> str:  # from fields only: under FSDP the storage is a shard outside forward
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"nf4 block_size={self.block_size}, double_quant={self.double_quant}, "
+                f"compute_dtype={self.compute_dtype}, one uint8 parameter of {self.nf4_storage.numel():,} bytes")
 
 
 def make_shardable(model: nn.Module) -> list[str]:
     """Replace every `Linear4bit` inside `model` (adapter wrappers' base layers included) by a
     `ShardableLinear4bit` holding the same state; return their paths."""
-    from peftlab.core.targets import replace_module
-
     paths = [path for path, module in model.named_modules()
              if isinstance(module, Linear4bit) and not isinstance(module, ShardableLinear4bit)]
     for path in paths:

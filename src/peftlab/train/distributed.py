@@ -44,9 +44,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 
 from peftlab.core.model import PeftModel
 from peftlab.errors import ConfigError
+from peftlab.models.architecture import transformer_layers
+from peftlab.quant.sharding import make_shardable
 from peftlab.train.runtime import resolve_device
 
 _ENV = ("RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -135,8 +140,6 @@ def whole_adapters(peft_model: PeftModel) -> Iterator[None]:
     if not peft_model.sharded:
         yield
         return
-    from torch.distributed.tensor import DTensor
-
     swapped = []
     for module in peft_model.modules():
         for name, param in list(module._parameters.items()):
@@ -168,10 +171,6 @@ def evaluating(peft_model: PeftModel) -> Iterator[None]:
 def resident_bytes(peft_model: PeftModel) -> dict[str, int]:
     """{"held": bytes of the transformer blocks' parameters this rank holds, "total": their whole
     size}: sharded, each rank holds about total / N."""
-    from torch.distributed.tensor import DTensor
-
-    from peftlab.models.architecture import transformer_layers
-
     held = total = 0
     for block in transformer_layers(peft_model.model):
         for param in block.parameters():
@@ -182,8 +181,6 @@ def resident_bytes(peft_model: PeftModel) -> dict[str, int]:
 
 
 def _fsdp_modules(model: nn.Module) -> list[nn.Module]:
-    from torch.distributed.fsdp import FSDPModule
-
     return [module for module in model.modules() if isinstance(module, FSDPModule)]
 
 
@@ -209,12 +206,6 @@ def parallelize(peft_model: PeftModel, dist_info: Distributed, *, fsdp: bool = F
 
 def _fully_shard(peft_model: PeftModel, dist_info: Distributed) -> PeftModel:
     """FSDP2 over the blocks, then the root; gradients reduced as sums (see the module doc)."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-    from peftlab.models.architecture import transformer_layers
-    from peftlab.quant.sharding import make_shardable
-
     _broadcast(list(peft_model.trainable_parameters().values()), dist_info)  # one initialisation
     make_shardable(peft_model)
     mesh = init_device_mesh(dist_info.device.type, (dist_info.world_size,))
