@@ -107,12 +107,21 @@ def assert_methods_train_alike(root, tolerance, *mode):
     methods = sorted(folder.name for folder in (root / "one").iterdir())
     assert methods
     for method in methods:
-        files = sorted((root / "one" / method).rglob("*.safetensors"))
-        assert files, method
-        for path in files:
-            expected = load_file(str(path))
-            got = load_file(str(root / "two" / path.relative_to(root / "one")))
-            assert set(got) == set(expected), path
-            for key in expected:
-                assert (got[key] - expected[key]).abs().max() <= tolerance, (method, key)
+        assert_same_adapters(root / "one" / method, root / "two" / method, tolerance)
     return methods
+
+
+def assert_same_adapters(expected_folder: Path, folder: Path, tolerance: float) -> dict:
+    """Every adapter file under `expected_folder` has its twin under `folder`, with the same
+    keys and every value within `tolerance`; returns the expected tensors (all files merged)."""
+    files = sorted(expected_folder.rglob("adapter_model.safetensors"))  # not the checkpoints
+    assert files, expected_folder
+    tensors = {}
+    for path in files:
+        expected = load_file(str(path))
+        got = load_file(str(folder / path.relative_to(expected_folder)))
+        assert set(got) == set(expected), path
+        for key in expected:
+            assert (got[key] - expected[key]).abs().max() <= tolerance, (path, key)
+        tensors.update(expected)
+    return tensors
