@@ -6,6 +6,7 @@
     peftlab train ... --out runs/lora --checkpoint-every 200        # runs/lora/checkpoints/step-200/ ...
     peftlab train ... --out runs/lora --resume runs/lora/checkpoints  # continue from the latest one
     torchrun --nproc_per_node=2 -m peftlab train ...                  # data-parallel, same global batch
+    torchrun --nproc_per_node=2 -m peftlab train ... --fsdp           # every parameter sharded (FSDP2)
 
 `--model` takes a known name (minilm, smollm2), a local Hugging Face folder or a .gguf file;
 `--data` an embedded task (sst2, e2e), a folder with train/dev files, or one CSV/TSV/JSONL file.
@@ -107,6 +108,9 @@ def train_command(
         "--keep-checkpoints", help="Newest checkpoints kept on disk [2].")] = None,
     resume: Annotated[Optional[Path], typer.Option(
         "--resume", help="Continue from a checkpoint folder, or the latest one in a checkpoints folder.")] = None,
+    fsdp: Annotated[bool, typer.Option(
+        "--fsdp", help="Under torchrun: shard every parameter over the processes (FSDP2), for models larger "
+                       "than one device; no checkpoints.")] = False,
     stop_if_loss_rises_after: Annotated[Optional[float], typer.Option(
         "--stop-if-loss-rises-after",
         help="Fraction of the run after which a loss above the first logged one stops it (LR sweeps).")] = None,
@@ -134,7 +138,7 @@ def train_command(
               "checkpoint_every": checkpoint_every, "keep_checkpoints": keep_checkpoints,
               "stop_if_loss_rises_after": stop_if_loss_rises_after}
     train_config = TrainConfig(seed=seed, bf16=bf16, gradient_checkpointing=gradient_checkpointing, chat=chat,
-                               generate=generate, **{k: v for k, v in chosen.items() if v is not None})
+                               generate=generate, fsdp=fsdp, **{k: v for k, v in chosen.items() if v is not None})
     if max_grad_norm is not None:
         train_config = train_config.replace(max_grad_norm=max_grad_norm or None)
 
@@ -156,7 +160,7 @@ def train_command(
     trainable, total = peft_model.count_parameters()
     runtime = [str(ddp.device)] + ["bf16"] * bf16 + ["gradient checkpointing"] * gradient_checkpointing
     if ddp.world_size > 1:
-        runtime.append(f"{ddp.world_size} processes")
+        runtime.append(f"{ddp.world_size} processes" + (", sharded (FSDP2)" if fsdp else ""))
     echo(f"{method} on {loaded.name} / {task.name}: {len(task.train)} train, {len(task.dev)} dev; "
          f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%); {', '.join(runtime)}")
     with open_tracker(trackers if ddp.main else (), out, run_name=out.name or method) as tracker:
@@ -165,16 +169,28 @@ def train_command(
         result = train(peft_model, task, loaded.tokenizer, train_config, progress=progress,
                        checkpoint_dir=checkpoint_dir or out / CHECKPOINTS, resume_from=resume,
                        on_log=train_callback(tracker))
-    if ddp.main:
-        extra = {"model": {"name": model, "source_path": loaded.source_path, "class": type(loaded.model).__name__},
-                 "data": data}
-        write_run(out, peft_model, task, train_config, result, extra, command_line(ctx))
+    extra = {"model": {"name": model, "source_path": loaded.source_path, "class": type(loaded.model).__name__},
+             "data": data}
+    if peft_model.sharded:
+        extra["fsdp"] = _report_shards(ddp.gather_objects(distributed.resident_bytes(peft_model)), echo)
+    with distributed.whole_adapters(peft_model):  # sharded: the adapter tensors gathered on every rank
+        if ddp.main:
+            write_run(out, peft_model, task, train_config, result, extra, command_line(ctx))
     _print_metrics("dev", result.final_metrics, echo)
     step = result.step_time.get("median", 0.0)
     echo(f"{result.steps} steps in {result.wall_time_s:.1f} s (median step {step * 1000:.0f} ms); "
          f"adapter and metrics.json written to {out}")
     ddp.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
     distributed.shutdown()
+
+
+def _report_shards(per_rank: list[dict[str, int]], echo) -> dict:
+    """Print and return each rank's share of the transformer blocks' parameter bytes."""
+    total = per_rank[0]["total"]
+    shares = ", ".join(f"rank {rank} {entry['held'] / 2**20:.3f} MiB ({entry['held'] / total:.3f})"
+                       for rank, entry in enumerate(per_rank))
+    echo(f"fsdp: the blocks' parameters, {total / 2**20:.3f} MiB whole, held as {shares}")
+    return {"blocks_bytes": total, "held_bytes_per_rank": [entry["held"] for entry in per_rank]}
 
 
 def eval_command(

@@ -11,7 +11,8 @@ seconds per step. Then, per phase:
     a sweep           one such run per rate of its grid
     timing            its time cap (rounds usually stop earlier) + a worker start
 
-As the comparison runs, `Eta.line` scales the time left by how the finished phases compared with
+With an executor that runs `slots` runs at once (`--parallel`, Ray), the training and sweep
+phases take about 1/slots of their summed time. As the comparison runs, `Eta.line` scales the time left by how the finished phases compared with
 their estimates, so a slower machine than the calibration saw is taken into account.
 """
 
@@ -88,19 +89,24 @@ class Eta:
     """The estimate, the phases done so far, and the time left."""
 
     estimated: dict[str, float]
+    slots: int = 1  # training and sweep runs computing at once
     started: float = field(default_factory=time.perf_counter)
     done: dict[str, float] = field(default_factory=dict)  # phase -> seconds it took
 
     @property
     def total_s(self) -> float:
-        return sum(self.estimated.values())
+        return sum(self._share(p, s) for p, s in self.estimated.items())
+
+    def _share(self, phase: str, seconds: float) -> float:
+        """A phase's seconds on the overall clock: runs that share it with others count 1/slots."""
+        return seconds / self.slots if phase.startswith(("lr-", "train-")) else seconds
 
     def finish(self, phase: str, seconds: float) -> None:
         self.done[phase] = seconds
 
     def left_s(self) -> float:
         """Estimated seconds left, scaled by how the finished phases compared with their estimates."""
-        left = sum(s for p, s in self.estimated.items() if p not in self.done)
+        left = sum(self._share(p, s) for p, s in self.estimated.items() if p not in self.done)
         planned = sum(self.estimated[p] for p in self.done if p in self.estimated)
         scale = sum(self.done.values()) / planned if planned else 1.0
         return left * scale

@@ -26,9 +26,10 @@ def nf4_bits_per_param(block_size: int = 64, double_quant: bool = True,
 
 def nf4_bytes(numel: int, block_size: int = 64, double_quant: bool = True,
               double_quant_block_size: int = 256) -> int:
-    """Exact bytes of one NF4 tensor: packed codes, absmax, and (double quant) their scales."""
+    """Exact bytes of one NF4 tensor: packed codes, absmax, and (double quant) their scales
+    plus the fp32 mean subtracted from the absmax values before they were quantized."""
     blocks = ceil(numel / block_size)
     codes = ceil(numel / 2)
     if not double_quant:
         return codes + 4 * blocks
-    return codes + blocks + 4 * ceil(blocks / double_quant_block_size)
+    return codes + blocks + 4 * ceil(blocks / double_quant_block_size) + 4
