@@ -24,7 +24,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from peftlab.cli.train import DataOpt, LabelCol, ModelOpt, PromptCol, ReportTo, TargetCol, TextCol, TextPairCol
+from peftlab.cli.train import DataOpt, DevFraction, LabelCol, ModelOpt, PromptCol, ReportTo, TargetCol, TextCol, TextPairCol
 from peftlab.errors import ConfigError
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
@@ -43,6 +43,7 @@ def compare_command(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("compare-out"),
     max_train: Annotated[Optional[int], typer.Option("--max-train", help="Keep the first N training rows.")] = None,
     max_dev: Annotated[Optional[int], typer.Option("--max-dev", help="Keep the first N dev rows (causal-LM: prompts).")] = None,
+    dev_fraction: DevFraction = None,
     tune_lr: Annotated[bool, typer.Option("--tune-lr/--no-tune-lr", help="Choose each method's learning rate by a full sweep first (the tuned profile's way: 3-5 extra runs a method, ~3.5x the time).")] = False,
     lr_choice: Annotated[Optional[str], typer.Option("--lr-choice", help="How learning rates are chosen: literature (published defaults) | probe (a short run per candidate on a validation split, the quick profile's) | sweep (= --tune-lr).")] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Train each method with N seeds (init and data order); intervals include the seed spread.")] = None,
@@ -89,7 +90,7 @@ def compare_command(
     plan = make_plan(model=model, data=data, columns=columns, methods=methods, profile=profile, steps=steps,
                      seed=seed, threads=threads, device=device, max_train=max_train, max_dev=max_dev, tune_lr=tune_lr,
                      lr_choice=lr_choice, seeds=seeds, sweep_seeds=sweep_seeds, max_length=max_length,
-                     timing_seconds=timing_seconds)
+                     timing_seconds=timing_seconds, dev_fraction=dev_fraction)
     if settings:
         plan = with_fields(plan, parse_settings(settings))
         for method in plan.methods:

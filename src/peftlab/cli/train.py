@@ -36,16 +36,23 @@ PromptCol = Annotated[Optional[str], typer.Option("--prompt-col", help="Column w
 TargetCol = Annotated[Optional[str], typer.Option("--target-col", help="Column with the target (causal-LM).")]
 MaxTrain = Annotated[Optional[int], typer.Option("--max-train", help="Keep the first N training rows.")]
 MaxDev = Annotated[Optional[int], typer.Option("--max-dev", help="Keep the first N dev rows (causal-LM: prompts).")]
+DevFraction = Annotated[Optional[float], typer.Option("--dev-fraction", help="Data without a dev split (one file): the part of the training rows held out as dev, seed 0 (default 0.1; 0: none).")]
 ReportTo = Annotated[str, typer.Option(
     "--report-to", help="none | tensorboard | mlflow (or both, comma-separated): local files under --out.")]
 
 _KINDS = {"SEQ_CLS": "classification", "CAUSAL_LM": "causal-lm"}
 
 
-def _load_task(data: str, max_train=None, max_dev=None, **columns):
+def _load_task(data: str, max_train=None, max_dev=None, dev_fraction=None, **columns):
+    """The task of `data` (`dev_fraction` None: the library's default hold-out), saying where a
+    held-out dev split came from."""
     from peftlab.data import load_task
 
-    return load_task(data, max_train=max_train, max_dev=max_dev, **columns)
+    held_out = {} if dev_fraction is None else {"dev_fraction": dev_fraction}
+    task = load_task(data, max_train=max_train, max_dev=max_dev, **held_out, **columns)
+    if task.dev_origin:
+        typer.echo(f"dev split: {task.dev_origin}", err=True)
+    return task
 
 
 def _load_base(model: str, task, config):
@@ -94,6 +101,7 @@ def train_command(
     generate: Annotated[bool, typer.Option("--generate", help="Causal-LM: final BLEU / ROUGE-L by greedy decoding.")] = False,
     max_train: MaxTrain = None,
     max_dev: MaxDev = None,
+    dev_fraction: DevFraction = None,
     text_col: TextCol = None,
     text_pair_col: TextPairCol = None,
     label_col: LabelCol = None,
@@ -152,7 +160,7 @@ def train_command(
         check_writable_folder(out, "--out")
         if checkpoint_dir is not None and train_config.checkpoint_every:
             check_writable_folder(checkpoint_dir, "--checkpoint-dir")
-    task = _load_task(data, max_train, max_dev, text_col=text_col, text_pair_col=text_pair_col,
+    task = _load_task(data, max_train, max_dev, dev_fraction, text_col=text_col, text_pair_col=text_pair_col,
                       label_col=label_col, prompt_col=prompt_col, target_col=target_col)
     torch.manual_seed(seed)  # the new head's and the adapter's initial weights
     loaded = _load_base(model, task, config)
@@ -198,6 +206,7 @@ def eval_command(
     model: ModelOpt = "minilm",
     data: DataOpt = "sst2",
     max_dev: MaxDev = None,
+    dev_fraction: DevFraction = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per forward pass.")] = 64,
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens per example.")] = 128,
     generate: Annotated[bool, typer.Option("--generate", help="Causal-LM: BLEU / ROUGE-L by greedy decoding.")] = False,
@@ -216,10 +225,11 @@ def eval_command(
     from peftlab.train import evaluate
 
     config = read_config(adapter)  # a missing or broken folder fails before the model loads
-    task = _load_task(data, None, max_dev, text_col=text_col, text_pair_col=text_pair_col,
+    task = _load_task(data, None, max_dev, dev_fraction, text_col=text_col, text_pair_col=text_pair_col,
                       label_col=label_col, prompt_col=prompt_col, target_col=target_col)
     if not task.dev:
-        raise ConfigError(f"data {data!r} has no dev split to evaluate on")
+        raise ConfigError(f"data {data!r} has no dev split to evaluate on; name a dev file or give --dev-fraction "
+                          f"above 0 to hold out part of the training rows")
     loaded = _load_base(model, task, config)  # a QLoRA adapter's base straight into NF4, as in training
     peft_model = peftlab.load_adapter(loaded.model, adapter)
     metrics = evaluate(peft_model, task, loaded.tokenizer, batch_size=batch_size, max_length=max_length,

@@ -24,6 +24,7 @@ from typing import Any
 
 from peftlab.core.protocol import check_choice
 from peftlab.core.registry import get_method, method_names
+from peftlab.data.tasks import DEV_FRACTION, check_dev_fraction
 from peftlab.errors import ConfigError
 
 
@@ -167,6 +168,7 @@ class ComparePlan:
     seed: int = 0
     threads: int | None = None
     device: str = "auto"
+    dev_fraction: float = DEV_FRACTION  # of the training rows held out as dev when the data has no dev split
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -265,11 +267,14 @@ def make_plan(*, model: str = "minilm", data: str = "sst2", columns: dict[str, s
               seed: int = 0, threads: int | None = None, device: str = "auto",
               max_train: int | None = None, max_dev: int | None = None, tune_lr: bool = False,
               lr_choice: str | None = None, seeds: int | None = None, sweep_seeds: int | None = None,
-              max_length: int | None = None, timing_seconds: float | None = None) -> ComparePlan:
+              max_length: int | None = None, timing_seconds: float | None = None,
+              dev_fraction: float | None = None) -> ComparePlan:
     """The plan of a comparison from command-line choices (see `Budget` and `LITERATURE`).
 
     `tune_lr` is `lr_choice="sweep"`; unset arguments keep the profile's values."""
     check_choice("profile", profile, tuple(PROFILES))
+    dev_fraction = DEV_FRACTION if dev_fraction is None else dev_fraction
+    check_dev_fraction(dev_fraction)
     if tune_lr:
         lr_choice = "sweep"
     given = {"steps": steps, "max_train": max_train, "max_dev": max_dev, "lr_choice": lr_choice,
@@ -279,4 +284,4 @@ def make_plan(*, model: str = "minilm", data: str = "sst2", columns: dict[str, s
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return ComparePlan(model=model, data=data, columns=dict(columns or {}), profile=profile, budget=budget,
                        methods=tuple(method_plan(m) for m in parse_methods(methods)), seed=seed,
-                       threads=threads, device=device)
+                       threads=threads, device=device, dev_fraction=dev_fraction)

@@ -89,6 +89,8 @@ def _settings_section(results: dict[str, Any]) -> str:
     timing, lengths = results.get("timing", {}), results.get("lengths") or {}
     dev = f"{task.get('dev_rows', '?')} dev rows" + (" (full dev set)" if budget["max_dev"] is None and
                                                       task.get("kind") == "classification" else "")
+    if task.get("dev_origin"):
+        dev += f"; {task['dev_origin']}"
     seeds = (f"{budget['seeds']} seeds per method ({', '.join(map(str, range(plan['seed'], plan['seed'] + budget['seeds'])))}: "
              "head and adapter initialisation, data order, dropout)" if budget["seeds"] > 1 else f"seed {plan['seed']}")
     cut = (f"max_length {budget['max_length']}: " + ("fitted to the data, " if lengths.get("chosen_from_data") else "given, ")

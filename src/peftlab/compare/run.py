@@ -50,7 +50,7 @@ from peftlab.compare.plan import REFERENCE_METHOD, ComparePlan, MethodPlan
 from peftlab.compare.results import assemble, versions
 from peftlab.compare.runs import load_compare_task
 from peftlab.compare.state import CompareState
-from peftlab.errors import PeftlabError
+from peftlab.errors import ConfigError, PeftlabError
 from peftlab.io import write_json
 from peftlab.tables import TableData, print_tables
 
@@ -135,8 +135,14 @@ def fit_lengths(plan: ComparePlan, console: Console) -> tuple[ComparePlan, dict[
     from peftlab.models.loading import load_tokenizer
 
     budget = plan.budget
-    lengths = fit_max_length(load_compare_task(plan), load_tokenizer(plan.model), cap=budget.max_length_cap,
-                             given=budget.max_length)
+    task = load_compare_task(plan)
+    if not task.dev:
+        raise ConfigError(f"data {plan.data!r} has no dev rows to score the methods on: name a dev file, or "
+                          "give --dev-fraction above 0 to hold out part of the training rows")
+    if task.dev_origin:
+        console.print(f"dev split: {task.dev_origin}", highlight=False)
+    lengths = fit_max_length(task, load_tokenizer(plan.model), cap=budget.max_length_cap, given=budget.max_length,
+                             batch_size=budget.batch_size, eval_batch_size=budget.eval_batch_size)
     how = "fitted to the data" if lengths["chosen_from_data"] else "given"
     console.print(f"max_length {lengths['max_length']} ({how}; longest row {lengths['longest']} tokens, "
                   f"{lengths['train_truncated']} training and {lengths['dev_truncated']} dev rows cut)")
