@@ -185,9 +185,8 @@ def _memory_section(results: dict[str, Any]) -> str:
             "optimizer state / activations (saved tensors and temporaries): the quantity `peftlab estimate` "
             "predicts, given the batch shape of the peak step. The estimate sums its four terms, an upper bound "
             "where gradients and activations do not all live at once (full fine-tuning). Peak RSS is the whole "
-            "worker process apart: Python and torch, model loading, training and the dev evaluation, with glibc "
-            "told to return freed blocks of 64 KiB and more at once (MALLOC_MMAP_THRESHOLD_=65536) so it stays "
-            "close to live memory.\n\n"
+            "worker process apart: Python and torch, model loading, training and the dev evaluation (batches of "
+            "64 rows), under glibc's default allocator, which keeps freed blocks for reuse.\n\n"
             + f.table(["method", "tensor peak", "weights / grads / optimizer / activations", "estimate",
                        "estimate split", "estimate / measured", "peak batch", "peak RSS", "peak GPU"], rows))
 

@@ -55,21 +55,15 @@ from peftlab.io import write_json
 from peftlab.tables import TableData, print_tables
 
 STDERR_TAIL = 2000  # characters of a crashed worker's stderr kept in its error message
-# glibc returns allocations of 64 KiB and more to the system as soon as they are freed (and no
-# longer raises that threshold on its own), so a training worker's RSS follows its live tensors
-# instead of keeping every freed activation chunk: its peak RSS then means what it says.
-WORKER_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
-def _worker_env(allocator: bool) -> dict[str, str]:
+def _worker_env() -> dict[str, str]:
     """The environment of a worker: this interpreter's peftlab first on the path."""
     import peftlab
 
     source = str(Path(peftlab.__file__).resolve().parents[1])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
-    if allocator:
-        env.update(WORKER_ALLOCATOR)
     return env
 
 
@@ -90,7 +84,7 @@ def spawn(spec: dict[str, Any], scratch: Path, label: str, timeout: float | None
         if _stopping.is_set():
             return {"error": {"type": "Interrupted", "message": f"the {label} worker was not started: stopping"}}
         process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
-                                   env={**_worker_env(allocator=spec["phase"] == "train"), **(env or {})})
+                                   env={**_worker_env(), **(env or {})})
         _live.add(process)
     with process:
         try:
@@ -127,7 +121,7 @@ def run_info(plan: ComparePlan, command: str | None) -> dict[str, Any]:
     return {"command": command or shlex.join(["peftlab", *sys.argv[1:]]), "versions": versions(),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "cpu_count": os.cpu_count(), "threads": plan.threads, "device": plan.device,
-            "load_average_start": list(os.getloadavg()), "allocator": WORKER_ALLOCATOR}
+            "load_average_start": list(os.getloadavg())}
 
 
 def fit_lengths(plan: ComparePlan, console: Console) -> tuple[ComparePlan, dict[str, Any]]:
