@@ -1,8 +1,9 @@
 """What the compare workers' allocator setting costs in step time, and what it saves in RSS.
 
-`peftlab compare` runs each training worker with MALLOC_MMAP_THRESHOLD_=65536, so glibc gives
-every block of 64 KiB and more back to the system when it is freed and the worker's peak RSS
-follows its live tensors. Fresh pages cost page faults, so the step may get slower. This script
+With MALLOC_MMAP_THRESHOLD_=65536 glibc gives every block of 64 KiB and more back to the system
+when it is freed, so a process's RSS follows its live tensors; fresh pages cost page faults, so
+the step gets slower. `peftlab compare` ran its training workers so until this was measured (it
+no longer does: BENCHMARKS.md, issue 17, for the whole-worker figures). This script
 measures that in ONE process, interleaved: each round sets the threshold with mallopt (64 KiB,
 then glibc's own dynamic behaviour approximated by its 32 MiB ceiling) and times a few training
 steps of MiniLM with LoRA on a fixed batch, then reports the per-round ratio (geometric mean and

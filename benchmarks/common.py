@@ -21,7 +21,8 @@ def summarize(samples: list[float]) -> dict[str, float]:
             "min": ordered[0], "max": ordered[-1], "n": len(ordered)}
 
 
-def interleaved(candidates: dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+def interleaved(candidates: dict[str, Callable[[], None]], repeats: int, warmup: int = 2,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Time each candidate `repeats` times, round-robin with a rotating start; seconds per call."""
     names = list(candidates)
     for _ in range(warmup):
@@ -31,10 +32,19 @@ def interleaved(candidates: dict[str, Callable[[], None]], repeats: int, warmup:
     for repeat in range(repeats):
         order = names[repeat % len(names):] + names[:repeat % len(names)]
         for name in order:
-            start = time.perf_counter()
+            start = clock()
             candidates[name]()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages (`/proc/loadavg`), to print beside every timing."""
+    try:
+        with open("/proc/loadavg") as handle:
+            return " ".join(handle.read().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def format_row(name: str, stats: dict[str, float], reference: dict[str, float] | None = None) -> str:

@@ -1,13 +1,20 @@
-"""SmolLM2-135M training step: full fine-tuning vs peftlab LoRA vs Hugging Face PEFT LoRA.
+"""SmolLM2-135M training step: full fine-tuning, LoRA and QLoRA, peftlab vs Hugging Face PEFT.
 
     python benchmarks/smollm2_step.py [--repeats 10] [--threads 2] [--part time,memory] [--json out.json]
+        [--targets q_proj,v_proj | all] [--candidates full,lora,hf-lora[,qlora,hf-qlora]]
 
 One step = forward + backward + AdamW step on a batch of 4 x 128 random tokens (labels = inputs)
-through the real SmolLM2-135M-Instruct causal LM, float32. LoRA: r=16, alpha=32 on q_proj and
-v_proj, no dropout, for both libraries.
+through the real SmolLM2-135M-Instruct causal LM, float32 compute. LoRA: r=16, alpha=32, no
+dropout, on `--targets` (``all``: q/k/v/o and gate/up/down of every block), for both libraries.
+Candidates: ``full`` (full fine-tuning), ``lora`` / ``hf-lora`` (peftlab / HF PEFT LoRA on the
+float32 model), ``qlora`` (peftlab QLoRA: NF4 block 64 + double quantization, loaded straight
+into 4 bits with ``load_model_4bit``) and ``hf-qlora`` (HF PEFT LoRA on bitsandbytes' 4-bit
+layers: ``BitsAndBytesConfig`` nf4, double quantization, float32 compute dtype, then
+``prepare_model_for_kbit_training``).
 
-  time    the three candidates in ONE process, round-robin with a rotating order (common.interleaved);
-          medians, IQRs and the ratios between medians measured side by side
+  time    the candidates in ONE process, round-robin with a rotating order (common.interleaved);
+          medians, IQRs and the ratios between medians measured side by side, with the load
+          average before and after
   memory  each candidate in a fresh interpreter (peak RSS = ru_maxrss is per process): load the
           model, apply the method, run 3 steps; peak RSS in MiB, plus the imports-only floor. Runs
           before the time part: a child inherits the peak RSS of the parent it was forked from
@@ -26,10 +33,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import format_row, interleaved, summarize, training_step  # noqa: E402
+from common import format_row, interleaved, load_average, summarize, training_step  # noqa: E402
 
-CANDIDATES = ("full fine-tuning", "peftlab LoRA", "HF PEFT LoRA")
-LORA = dict(r=16, alpha=32, targets=("q_proj", "v_proj"))
+CANDIDATES = {"full": "full fine-tuning", "lora": "peftlab LoRA", "hf-lora": "HF PEFT LoRA",
+              "qlora": "peftlab QLoRA", "hf-qlora": "HF PEFT QLoRA"}
+ALL_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA = dict(r=16, alpha=32)
+# (numerator, denominator) pairs whose ratio of medians the time part prints, when both ran.
+RATIOS = (("lora", "hf-lora"), ("qlora", "hf-qlora"), ("qlora", "lora"), ("hf-qlora", "hf-lora"),
+          ("lora", "full"), ("hf-lora", "full"))
 
 
 def smollm2_batch(batch: int = 4, seq: int = 128) -> dict[str, torch.Tensor]:
@@ -38,21 +50,39 @@ def smollm2_batch(batch: int = 4, seq: int = 128) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
 
-def build(name: str, base: torch.nn.Module):
-    """(model, trainable parameters) of candidate `name` on a copy of `base`."""
-    model = copy.deepcopy(base)
-    if name == "full fine-tuning":
+def build(key: str, targets: tuple[str, ...], float_base: torch.nn.Module | None = None):
+    """(model, trainable parameters) of candidate `key`; float candidates copy `float_base`."""
+    if key == "full":
+        model = copy.deepcopy(float_base)
         return model, list(model.parameters())
-    if name == "peftlab LoRA":
+    if key in ("lora", "qlora"):
         import peftlab
+        from peftlab.quant.loading import load_model_4bit
 
-        ours = peftlab.apply(model, peftlab.LoraConfig(r=LORA["r"], alpha=LORA["alpha"], target_modules=LORA["targets"]))
+        model = copy.deepcopy(float_base) if key == "lora" else load_model_4bit("smollm2", "causal-lm").model
+        ours = peftlab.apply(model, peftlab.make_config(key, r=LORA["r"], alpha=LORA["alpha"], target_modules=targets))
         return ours, list(ours.trainable_parameters().values())
     import peft
 
+    if key == "hf-lora":
+        model = copy.deepcopy(float_base)
+    else:
+        model = peft.prepare_model_for_kbit_training(load_bitsandbytes_4bit(), use_gradient_checkpointing=False)
     theirs = peft.get_peft_model(model, peft.LoraConfig(task_type="CAUSAL_LM", r=LORA["r"], lora_alpha=LORA["alpha"],
-                                                        lora_dropout=0.0, target_modules=list(LORA["targets"])))
+                                                        lora_dropout=0.0, target_modules=list(targets)))
     return theirs, [p for p in theirs.parameters() if p.requires_grad]
+
+
+def load_bitsandbytes_4bit() -> torch.nn.Module:
+    """SmolLM2 from the same local folder, its linears in bitsandbytes' NF4 (double quant, fp32 compute)."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from peftlab.models.loading import resolve_model_folder
+
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                      bnb_4bit_compute_dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(resolve_model_folder("smollm2"), quantization_config=quantization,
+                                                device_map="cpu", dtype=torch.float32, local_files_only=True)
 
 
 def load_base() -> torch.nn.Module:
@@ -61,34 +91,41 @@ def load_base() -> torch.nn.Module:
     return load_model("smollm2", "causal-lm").model
 
 
-def time_part(args) -> dict:
-    base, batch = load_base(), smollm2_batch()
+def time_part(args, keys: list[str], targets: tuple[str, ...]) -> dict:
+    needs_float = any(key in ("full", "lora", "hf-lora") for key in keys)
+    base, batch = (load_base() if needs_float else None), smollm2_batch()
     candidates = {}
-    for name in CANDIDATES:
+    for key in keys:
         try:
-            model, params = build(name, base)
-        except ImportError:
-            print(f"{name}: not installed, skipped (pip install peft)")
+            model, params = build(key, targets, base)
+        except ImportError as error:
+            print(f"{CANDIDATES[key]}: not installed, skipped ({error})")
             continue
-        candidates[name] = training_step(model, params, batch)
+        candidates[key] = training_step(model, params, batch)
+    before = load_average()
     times = interleaved(candidates, repeats=args.repeats, warmup=1)
-    stats = {name: summarize(samples) for name, samples in times.items()}
-    print(f"SmolLM2-135M training step, batch 4 x 128, {args.threads} threads, {args.repeats} interleaved repeats")
-    for name, row in stats.items():
-        print(format_row(name, row, stats["full fine-tuning"]) + " of full FT")
-    if "HF PEFT LoRA" in stats:
-        print(f"peftlab LoRA / HF PEFT LoRA = {stats['peftlab LoRA']['median'] / stats['HF PEFT LoRA']['median']:.3f}")
-    return stats
+    after = load_average()
+    stats = {key: summarize(samples) for key, samples in times.items()}
+    print(f"SmolLM2-135M training step, batch 4 x 128, targets {','.join(targets)}, {args.threads} threads, "
+          f"{args.repeats} interleaved repeats, load average {before} before, {after} after")
+    for key, row in stats.items():
+        print(format_row(CANDIDATES[key], row))
+    ratios = {f"{a}/{b}": stats[a]["median"] / stats[b]["median"] for a, b in RATIOS if a in stats and b in stats}
+    for pair, ratio in ratios.items():
+        a, b = pair.split("/")
+        print(f"{CANDIDATES[a]} / {CANDIDATES[b]} = {ratio:.3f}")
+    return {"stats_s": {CANDIDATES[key]: row for key, row in stats.items()}, "ratios": ratios,
+            "load_before": before, "load_after": after}
 
 
-def memory_case(name: str, threads: int) -> None:
-    """Run in a fresh interpreter: print this process's peak RSS (MiB) after 3 steps of `name`."""
+def memory_case(key: str, threads: int, targets: tuple[str, ...]) -> None:
+    """Run in a fresh interpreter: print this process's peak RSS (MiB) after 3 steps of `key`."""
     torch.set_num_threads(threads)
-    if name != "imports":
+    if key != "imports":
         import peftlab  # noqa: F401  (same imports as every other case)
 
-        base = load_base()
-        model, params = build(name, base)
+        base = load_base() if key in ("full", "lora", "hf-lora") else None
+        model, params = build(key, targets, base)
         del base
         step = training_step(model, params, smollm2_batch())
         for _ in range(3):
@@ -98,16 +135,16 @@ def memory_case(name: str, threads: int) -> None:
 
         import peftlab  # noqa: F401
         from peftlab.models import load_model  # noqa: F401
-    print(json.dumps({"case": name, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"case": key, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def memory_part(args) -> dict:
+def memory_part(args, keys: list[str]) -> dict:
     peaks = {}
-    for name in ("imports", *CANDIDATES):
-        out = subprocess.run([sys.executable, __file__, "--memory-case", name, "--threads", str(args.threads)],
-                             capture_output=True, text=True, check=True).stdout
-        peaks[name] = json.loads(out.strip().splitlines()[-1])["peak_rss_mib"]
-        print(f"{name:<20} peak RSS {peaks[name]:8.1f} MiB", flush=True)
+    for key in ("imports", *keys):
+        out = subprocess.run([sys.executable, __file__, "--memory-case", key, "--threads", str(args.threads),
+                              "--targets", args.targets], capture_output=True, text=True, check=True).stdout
+        peaks[key] = json.loads(out.strip().splitlines()[-1])["peak_rss_mib"]
+        print(f"{CANDIDATES.get(key, key):<20} peak RSS {peaks[key]:8.1f} MiB", flush=True)
     return peaks
 
 
@@ -116,21 +153,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--part", default="time,memory")
+    parser.add_argument("--targets", default="q_proj,v_proj", help="comma-separated module names, or 'all'")
+    parser.add_argument("--candidates", default="full,lora,hf-lora", help=f"comma-separated: {', '.join(CANDIDATES)}")
     parser.add_argument("--memory-case", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    targets = ALL_LINEARS if args.targets == "all" else tuple(args.targets.split(","))
+    keys = args.candidates.split(",")
+    unknown = [key for key in keys if key not in CANDIDATES]
+    if unknown:
+        parser.error(f"unknown candidate(s) {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")
     if args.memory_case:
-        memory_case(args.memory_case, args.threads)
+        memory_case(args.memory_case, args.threads, targets)
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     results = {}
     # Memory first: Linux carries a process's peak RSS across fork + exec, so the children must be
-    # started while this parent is still small (before the time part loads three models).
+    # started while this parent is still small (before the time part loads the models).
     if "memory" in args.part:
-        results["memory"] = memory_part(args)
+        results["memory"] = memory_part(args, keys)
     if "time" in args.part:
-        results["time"] = time_part(args)
+        results["time"] = time_part(args, keys, targets)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

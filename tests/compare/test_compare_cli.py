@@ -46,3 +46,20 @@ def test_a_bad_setting_is_one_error_line_before_any_work(planned, setting, messa
     result, plan = planned("--methods", "lora", "--set", setting)
     assert result.exit_code == 2 and plan is None
     assert result.output.startswith("error: ") and message in result.output
+
+
+def test_dev_fraction_reaches_the_plan(planned):
+    result, plan = planned("--dev-fraction", "0.25")
+    assert result.exit_code == 0, result.output
+    assert plan.dev_fraction == 0.25
+
+
+def test_data_without_dev_rows_is_refused_in_one_line(tmp_path):
+    data = tmp_path / "all.csv"
+    data.write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(40)), encoding="utf-8")
+    result = CliRunner().invoke(app, ["compare", "--data", str(data), "--dev-fraction", "0", "--methods", "lora",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert "has no dev rows to score the methods on" in result.output and "--dev-fraction" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out" / "runs").exists()  # refused before any run

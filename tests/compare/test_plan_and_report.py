@@ -9,7 +9,7 @@ import pytest
 import peftlab
 from peftlab.compare.charts import radar_scores
 from peftlab.compare.plan import PROFILES, make_plan, method_plan, parse_methods
-from peftlab.compare.run import spawn
+from peftlab.compare.processes import spawn
 from peftlab.core.registry import declaration, declarations
 from peftlab.errors import ConfigError
 

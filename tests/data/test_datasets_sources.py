@@ -64,7 +64,7 @@ def test_a_save_to_disk_folder_gives_the_rows_of_the_csv(sst2_files):
 def test_column_flags_work_on_every_source(tmp_path):
     rows = {"review": ["good film", "dull plot"], "stars": [5, 1], "extra": [[1, 2], [3]]}
     datasets.Dataset.from_dict(rows).to_parquet(str(tmp_path / "d.parquet"))
-    task = load_task(str(tmp_path / "d.parquet"), text_col="review", label_col="stars")
+    task = load_task(str(tmp_path / "d.parquet"), text_col="review", label_col="stars", dev_fraction=0)
     assert [(ex.text, task.label_names[ex.label]) for ex in task.train] == [("good film", "5"), ("dull plot", "1")]
     with pytest.raises(DataError, match="no column 'body'.*columns: review, stars, extra"):
         load_task(str(tmp_path / "d.parquet"), text_col="body", label_col="stars")
@@ -110,9 +110,11 @@ def test_compare_runs_on_a_parquet_file_and_a_saved_folder(tmp_path):
     train.to_parquet(str(tmp_path / "toy.parquet"))
     datasets.DatasetDict({"train": train, "validation": datasets.Dataset.from_list(read_rows(folder / "dev.tsv"))}) \
         .save_to_disk(str(tmp_path / "saved"))
-    for data, dev_rows in ((tmp_path / "toy.parquet", 0), (tmp_path / "saved", 8)):
+    # one file: a tenth of its 32 rows held out as dev (and said so); a saved folder: its own 8 dev rows
+    for data, rows in ((tmp_path / "toy.parquet", (29, 3)), (tmp_path / "saved", (32, 8))):
         plan = make_plan(model=str(model), data=str(data), methods="lora", threads=1)
         plan = dataclasses.replace(plan, budget=dataclasses.replace(plan.budget, **TINY_BUDGET))
         results = run_compare(plan, tmp_path / f"out-{data.stem}", progress=False)
         assert results["methods"][0]["error"] is None
-        assert (results["run_info"]["task"]["train_rows"], results["run_info"]["task"]["dev_rows"]) == (32, dev_rows)
+        assert (results["run_info"]["task"]["train_rows"], results["run_info"]["task"]["dev_rows"]) == rows
+        assert bool(results["run_info"]["task"]["dev_origin"]) == (data.suffix == ".parquet")

@@ -32,16 +32,16 @@ def test_tsv_keeps_quotes_and_numeric_label_ids(tmp_path):
 
 def test_string_labels_sorted_and_column_mapping(tmp_path):
     write(tmp_path / "data.csv", "review,stars\ngood,pos\n\"bad, really\",neg\nfine,neutral\n")
-    task = load_task(str(tmp_path / "data.csv"), text_col="review", label_col="stars")
+    task = load_task(str(tmp_path / "data.csv"), text_col="review", label_col="stars", dev_fraction=0)
     assert task.label_names == ("neg", "neutral", "pos")
     assert [ex.label for ex in task.train] == [2, 0, 1]
     assert task.train[1].text == "bad, really"
-    assert task.dev == ()  # a single file is a training split only
+    assert task.dev == () and task.dev_origin == ""  # dev_fraction=0: the file is a training split only
 
 
 def test_numeric_labels_sort_numerically(tmp_path):
     write(tmp_path / "t.jsonl", "\n".join(json.dumps({"text": str(i), "label": v}) for i, v in enumerate([10, 2, 1])))
-    task = load_task(str(tmp_path / "t.jsonl"))
+    task = load_task(str(tmp_path / "t.jsonl"), dev_fraction=0)
     assert task.label_names == ("1", "2", "10")
     assert [ex.label for ex in task.train] == [2, 1, 0]
 
@@ -91,13 +91,13 @@ def test_causal_lm_groups_references_and_max_dev(tmp_path):
 
 def test_explicit_prompt_target_columns(tmp_path):
     write(tmp_path / "t.jsonl", json.dumps({"question": "2+2?", "answer": "4"}) + "\n")
-    task = load_task(str(tmp_path / "t.jsonl"), prompt_col="question", target_col="answer")
+    task = load_task(str(tmp_path / "t.jsonl"), prompt_col="question", target_col="answer", dev_fraction=0)
     assert task.kind == CAUSAL_LM and task.train == (CausalLMExample("2+2?", "4"),)
 
 
 def test_split_validation_classification(tmp_path):
     write(tmp_path / "t.tsv", "sentence\tlabel\n" + "".join(f"s{i}\t{i % 2}\n" for i in range(20)))
-    task = load_task(str(tmp_path / "t.tsv"))
+    task = load_task(str(tmp_path / "t.tsv"), dev_fraction=0)
     rest, validation = task.split_validation(0.25, seed=3)
     assert len(validation) == 5 and len(rest) == 15
     assert set(rest).isdisjoint(validation) and set(rest) | set(validation) == set(task.train)

@@ -120,3 +120,23 @@ def test_scaling_table_one_rule():
         assert full > lora > qlora
         assert row["savings_qlora"] == full / qlora
     assert rows[1]["full"].total_params == 6_738_415_616
+
+
+def test_memory_per_device_of_several_processes():
+    """Data parallel replicates everything but splits the global batch; FSDP2 divides weights,
+    gradients and AdamW state and adds what it gathers (root + two blocks, one block's gradients).
+    test_fsdp.py checks the block bytes against a sharded model's measured ones."""
+    one = estimate("llama-2-7b", "qlora", Settings(batch_size=8)).memory
+    half_batch = estimate("llama-2-7b", "qlora", Settings(batch_size=4)).memory
+    ddp = estimate("llama-2-7b", "qlora", Settings(batch_size=8, processes=2)).memory
+    assert (ddp.weights, ddp.gradients, ddp.optimizer) == (one.weights, one.gradients, one.optimizer)
+    assert ddp.activations == half_batch.activations and ddp.per_device == {"processes": 2, "sharded": 0}
+    fsdp = estimate("llama-2-7b", "qlora", Settings(batch_size=8, processes=2, fsdp=True)).memory
+    split = fsdp.per_device
+    assert fsdp.weights == -(-one.weights // 2) + split["gathered_root"] + split["gathered_blocks"]
+    assert split["gathered_blocks"] == 2 * ((one.weights - split["gathered_root"]) // 32)  # 32 blocks
+    assert fsdp.optimizer == -(-one.optimizer // 2) and fsdp.activations == half_batch.activations
+    eight = estimate("llama-2-7b", "qlora", Settings(batch_size=8, processes=8, fsdp=True)).memory
+    assert eight.total < fsdp.total < ddp.total
+    with pytest.raises(ConfigError, match="processes > 1 needs the detailed memory model"):
+        Settings(memory_model="seed", processes=2)

@@ -37,14 +37,17 @@ def test_one_token_forward_within_1e6():
     assert torch.allclose(layer(x), F.linear(x, layer.dequantized_weight(), layer.bias), rtol=0, atol=1e-6)
 
 
-def test_slabs_tile_large_weights(monkeypatch):
-    """Many row slabs (a few rows each here) give the same result as one."""
+@pytest.mark.parametrize("double_quant,out_features", [(True, 300), (False, 20)])
+def test_slabs_tile_large_weights(monkeypatch, double_quant, out_features):
+    """Many row slabs give the same result as one. With double quantization a slab starts on a
+    nested block (256 blocks of 64 = 128 rows of 128 here): slabs of 128, 128 and 44 rows."""
     import peftlab.quant.linear4bit as module
 
-    layer = Linear4bit.from_linear(_linear(128, 20))
+    layer = Linear4bit.from_weight(_linear(128, out_features).weight, double_quant=double_quant)
     x = torch.randn(4, 128, requires_grad=True)
     whole = layer(x)
     monkeypatch.setattr(module, "_SLAB_ELEMENTS", 256)
+    assert module._slab_rows(layer.quant_state) == (128 if double_quant else 2)
     sliced = layer(x)
     assert torch.allclose(whole, sliced, rtol=0, atol=1e-6)
     (grad,) = torch.autograd.grad(sliced.sum(), x)

@@ -1,19 +1,20 @@
-"""Data-parallel training: 2 CPU processes under torchrun (gloo) match one process with the same global batch."""
+"""Data-parallel training (DDP): 2 CPU processes under torchrun (gloo) match one process with the same global batch."""
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from train_helpers import write_tiny_model, write_toy_data
+from train_helpers import assert_methods_train_alike, assert_same_adapters, write_tiny_model, write_toy_data
 from typer.testing import CliRunner
 
 from peftlab.cli.main import app
 from peftlab.errors import ConfigError
 from peftlab.train import distributed
+
 
 
 def test_ranks_split_every_micro_batch_into_contiguous_near_equal_slices():
@@ -56,10 +57,7 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path):
     single = CliRunner().invoke(app, run_args(tmp_path, one))
     assert single.exit_code == 0, single.output
 
-    expected, got = (load_file(str(folder / "adapter_model.safetensors")) for folder in (one, two))
-    assert set(got) == set(expected)
-    for key in expected:
-        assert (got[key] - expected[key]).abs().max() <= 1e-5, key
+    expected = assert_same_adapters(one, two, 1e-5)
     assert any(key.endswith("lora_B.weight") and expected[key].abs().max() > 1e-3 for key in expected)  # it trained
     records = [json.loads((folder / "metrics.json").read_text()) for folder in (two, one)]
     # 3 steps of 2 × 7 rows, then the epoch's last micro-batch (6 rows) alone: a step never spans epochs
@@ -68,3 +66,16 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path):
                                                                        abs=1e-5)
     state = json.loads((two / "checkpoints" / "step-4" / "state.json").read_text())
     assert state["world_size"] == 2 and len(state["rng"]) == 2
+
+
+def test_two_processes_train_ia3_prompt_and_lora_with_prompt_as_one(tmp_path):
+    """Model-level hooks (prompt) and combinations go through DDP like adapter layers do."""
+    write_tiny_model(tmp_path / "model")
+    write_toy_data(tmp_path / "data", train=40, dev=4)
+    assert_methods_train_alike(tmp_path, 1e-5)
+
+
+def test_the_hand_written_gradient_all_reduce_is_gone():
+    source = (Path(distributed.__file__)).read_text()
+    assert "DistributedDataParallel(" in source and "fully_shard(" in source
+    assert not hasattr(distributed.Distributed, "reduce_gradients")

@@ -7,11 +7,15 @@ with hidden size 32, so a training step takes milliseconds.
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from peftlab.data.tasks import ClassificationExample, Task
@@ -73,3 +77,51 @@ def write_tiny_model(folder: Path) -> Path:
     tiny_bert().save_pretrained(folder)
     minilm_tokenizer().save_pretrained(folder)
     return folder
+
+
+def write_tiny_llama(folder: Path, layers: int = 4) -> Path:
+    """A tiny LLaMA classifier (`layers` blocks, grouped-query attention) + the MiniLM tokenizer
+    (whose [PAD] id 0 is the model's pad token) saved as a Hugging Face model folder."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128, num_labels=2,
+                         pad_token_id=0, tie_word_embeddings=False)
+    LlamaForSequenceClassification(config).eval().save_pretrained(folder)
+    minilm_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def assert_methods_train_alike(root, tolerance, *mode):
+    """distributed_methods.py under torchrun (2 processes) and alone: equal adapter files."""
+    script = str(Path(__file__).parent / "distributed_methods.py")
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script,
+         str(root), str(root / "two"), *mode],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    single = subprocess.run([sys.executable, script, str(root), str(root / "one"), *mode], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert single.returncode == 0, single.stderr[-3000:]
+    methods = sorted(folder.name for folder in (root / "one").iterdir())
+    assert methods
+    for method in methods:
+        assert_same_adapters(root / "one" / method, root / "two" / method, tolerance)
+    return methods
+
+
+def assert_same_adapters(expected_folder: Path, folder: Path, tolerance: float) -> dict:
+    """Every adapter file under `expected_folder` has its twin under `folder`, with the same
+    keys and every value within `tolerance`; returns the expected tensors (all files merged)."""
+    files = sorted(expected_folder.rglob("adapter_model.safetensors"))  # not the checkpoints
+    assert files, expected_folder
+    tensors = {}
+    for path in files:
+        expected = load_file(str(path))
+        got = load_file(str(folder / path.relative_to(expected_folder)))
+        assert set(got) == set(expected), path
+        for key in expected:
+            assert (got[key] - expected[key]).abs().max() <= tolerance, (path, key)
+        tensors.update(expected)
+    return tensors

@@ -4,6 +4,8 @@
     peftlab compare --methods full,lora,prompt --steps 200 --out runs/compare
     peftlab compare --model ./my-model --data pairs.tsv --text-col premise --text-pair-col hypothesis
     peftlab compare --seeds 3 --methods full,lora,ia3 --steps 60  # mean ± sd over seeds in the intervals
+    peftlab compare --profile tuned --parallel 8 --device cuda      # 8 runs at once, one GPU each
+    peftlab compare --profile tuned --executor ray --address HEAD:6379  # runs as tasks of a Ray cluster
 
 Writes results.json, report.md, report.html (self-contained, sortable) and charts/*.png into --out
 (the report so far after every method) and prints a table at the end (`--format markdown|csv|json`
@@ -22,7 +24,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from peftlab.cli.train import DataOpt, LabelCol, ModelOpt, PromptCol, ReportTo, TargetCol, TextCol, TextPairCol
+from peftlab.cli.train import DataOpt, DevFraction, LabelCol, ModelOpt, PromptCol, ReportTo, TargetCol, TextCol, TextPairCol
 from peftlab.errors import ConfigError
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
@@ -41,6 +43,7 @@ def compare_command(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("compare-out"),
     max_train: Annotated[Optional[int], typer.Option("--max-train", help="Keep the first N training rows.")] = None,
     max_dev: Annotated[Optional[int], typer.Option("--max-dev", help="Keep the first N dev rows (causal-LM: prompts).")] = None,
+    dev_fraction: DevFraction = None,
     tune_lr: Annotated[bool, typer.Option("--tune-lr/--no-tune-lr", help="Choose each method's learning rate by a full sweep first (the tuned profile's way: 3-5 extra runs a method, ~3.5x the time).")] = False,
     lr_choice: Annotated[Optional[str], typer.Option("--lr-choice", help="How learning rates are chosen: literature (published defaults) | probe (a short run per candidate on a validation split, the quick profile's) | sweep (= --tune-lr).")] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Train each method with N seeds (init and data order); intervals include the seed spread.")] = None,
@@ -49,6 +52,9 @@ def compare_command(
     max_length: Annotated[Optional[int], typer.Option("--max-length", help="Cut rows at N tokens (default: fitted to the data's longest row, at most the profile's cap).")] = None,
     keep_adapters: Annotated[bool, typer.Option("--keep-adapters/--no-keep-adapters", help="Keep each trained adapter in OUT/adapters.")] = False,
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="A method option as method.key=value (repeat); a part of a combination by its name, e.g. lora.r=8, prompt.lr_scale=300.")] = None,
+    parallel: Annotated[int, typer.Option("--parallel", help="Training and sweep runs at once on this machine, one per visible GPU (on CPU: each with --threads threads). Same results as one at a time.")] = 1,
+    executor: Annotated[str, typer.Option("--executor", help="local (this machine) | ray (tasks of the Ray cluster at --address).")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address for --executor ray (what `ray start --head` prints).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the comparison stopped in this folder (same options; finished runs are kept).")] = None,
     text_col: TextCol = None,
     text_pair_col: TextPairCol = None,
@@ -84,7 +90,7 @@ def compare_command(
     plan = make_plan(model=model, data=data, columns=columns, methods=methods, profile=profile, steps=steps,
                      seed=seed, threads=threads, device=device, max_train=max_train, max_dev=max_dev, tune_lr=tune_lr,
                      lr_choice=lr_choice, seeds=seeds, sweep_seeds=sweep_seeds, max_length=max_length,
-                     timing_seconds=timing_seconds)
+                     timing_seconds=timing_seconds, dev_fraction=dev_fraction)
     if settings:
         plan = with_fields(plan, parse_settings(settings))
         for method in plan.methods:
@@ -93,8 +99,8 @@ def compare_command(
     try:
         # Workers print their bars to the shared stdout: with data there, only the stderr lines show progress.
         results = run_compare(plan, out, progress=progress and output_format == "table", keep_adapters=keep_adapters,
-                              console=console, resume=resume is not None,
-                              command=shlex.join(command_line(ctx) or ["peftlab", *sys.argv[1:]]),
+                              console=console, resume=resume is not None, executor=executor, parallel=parallel,
+                              address=address, command=shlex.join(command_line(ctx) or ["peftlab", *sys.argv[1:]]),
                               table_format=output_format, report_to=report_to)
     except CompareInterrupted as stopped:
         typer.echo(str(stopped), err=True)

@@ -40,6 +40,10 @@ def estimate_command(
     attention: str = typer.Option("eager", help="eager (keeps B·H·T·T) or sdpa (fused)"),
     gradient_checkpointing: bool = typer.Option(False, help="keep only block inputs"),
     device: str = typer.Option("cuda", help="cuda or cpu (CPU dropout keeps float masks)"),
+    processes: int = typer.Option(1, "--processes", help="devices training together (torchrun); memory "
+                                  "is per device, --batch-size the global batch split over them"),
+    fsdp: bool = typer.Option(False, "--fsdp", help="with --processes: FSDP2 shards weights, gradients "
+                              "and AdamW state over the devices"),
     seeds: bool = typer.Option(False, "--source-tables", help="reproduce the source documents' tables"),
     scaling: bool = typer.Option(False, "--scaling", help="1B/7B/13B/70B scaling table"),
     output_format: str = typer.Option("table", "--format", help="table, markdown, json or csv"),
@@ -64,7 +68,7 @@ def estimate_command(
     run = Settings(memory_model=memory_model, batch_size=batch_size, seq_len=seq_len,
                    precision=precision, attention=attention,
                    gradient_checkpointing=gradient_checkpointing, num_labels=num_labels,
-                   device=device)
+                   device=device, processes=processes, fsdp=fsdp)
     given = {key: value for key, value in method_options.items() if value is not None}
     tables: dict[str, list[dict]] = {}
     payload: dict = {}
@@ -73,8 +77,10 @@ def estimate_command(
         names = method_names() if method == "all" else [m.strip() for m in method.split(",")]
         configs = method_configs(names, given, settings or [])
         ests = [estimate(model, config, run) for config in configs]
+        per = (f", per device of {processes}{' sharded (FSDP2)' if fsdp else ' (data parallel)'}"
+               if processes > 1 else "")
         tables[f"{ests[0].model}: parameters, adapter file, training memory (GB, "
-               f"{memory_model} model)"] = (render.estimate_rows(ests) if machine
+               f"{memory_model} model{per})"] = (render.estimate_rows(ests) if machine
                                             else render.display_rows(ests))
         tables["trainable parameters by module type"] = render.breakdown_rows(ests)
         payload["estimates"] = [e.to_dict() for e in ests]

@@ -64,10 +64,10 @@ FLAG_DOMAINS: dict[str, Domain] = {
     "--max-length": COUNT, "--max-new-tokens": COUNT, "--threads": COUNT, "--checkpoint-every": COUNT,
     "--keep-checkpoints": COUNT, "--stop-if-loss-rises-after": FRACTION,
     # comparison
-    "--seeds": COUNT, "--sweep-seeds": COUNT, "--timing-seconds": POSITIVE,
+    "--seeds": COUNT, "--sweep-seeds": COUNT, "--parallel": COUNT, "--timing-seconds": POSITIVE,
     # data and task
     "--max-train": COUNT, "--max-dev": COUNT, "--num-labels": CLASSES, "--seq-len": COUNT,
-    "--examples": COUNT, "--tasks": COUNT, "--storage-mb": POSITIVE,
+    "--examples": COUNT, "--tasks": COUNT, "--storage-mb": POSITIVE, "--processes": COUNT,
 }
 
 

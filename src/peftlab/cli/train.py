@@ -6,6 +6,7 @@
     peftlab train ... --out runs/lora --checkpoint-every 200        # runs/lora/checkpoints/step-200/ ...
     peftlab train ... --out runs/lora --resume runs/lora/checkpoints  # continue from the latest one
     torchrun --nproc_per_node=2 -m peftlab train ...                  # data-parallel, same global batch
+    torchrun --nproc_per_node=2 -m peftlab train ... --fsdp           # every parameter sharded (FSDP2)
 
 `--model` takes a known name (minilm, smollm2), a local Hugging Face folder or a .gguf file;
 `--data` an embedded task (sst2, e2e), a folder with train/dev files, or one CSV/TSV/JSONL file.
@@ -35,16 +36,23 @@ PromptCol = Annotated[Optional[str], typer.Option("--prompt-col", help="Column w
 TargetCol = Annotated[Optional[str], typer.Option("--target-col", help="Column with the target (causal-LM).")]
 MaxTrain = Annotated[Optional[int], typer.Option("--max-train", help="Keep the first N training rows.")]
 MaxDev = Annotated[Optional[int], typer.Option("--max-dev", help="Keep the first N dev rows (causal-LM: prompts).")]
+DevFraction = Annotated[Optional[float], typer.Option("--dev-fraction", help="Data without a dev split (one file): the part of the training rows held out as dev, seed 0 (default 0.1; 0: none).")]
 ReportTo = Annotated[str, typer.Option(
     "--report-to", help="none | tensorboard | mlflow (or both, comma-separated): local files under --out.")]
 
 _KINDS = {"SEQ_CLS": "classification", "CAUSAL_LM": "causal-lm"}
 
 
-def _load_task(data: str, max_train=None, max_dev=None, **columns):
+def _load_task(data: str, max_train=None, max_dev=None, dev_fraction=None, **columns):
+    """The task of `data` (`dev_fraction` None: the library's default hold-out), saying where a
+    held-out dev split came from."""
     from peftlab.data import load_task
 
-    return load_task(data, max_train=max_train, max_dev=max_dev, **columns)
+    held_out = {} if dev_fraction is None else {"dev_fraction": dev_fraction}
+    task = load_task(data, max_train=max_train, max_dev=max_dev, **held_out, **columns)
+    if task.dev_origin:
+        typer.echo(f"dev split: {task.dev_origin}", err=True)
+    return task
 
 
 def _load_base(model: str, task, config):
@@ -93,6 +101,7 @@ def train_command(
     generate: Annotated[bool, typer.Option("--generate", help="Causal-LM: final BLEU / ROUGE-L by greedy decoding.")] = False,
     max_train: MaxTrain = None,
     max_dev: MaxDev = None,
+    dev_fraction: DevFraction = None,
     text_col: TextCol = None,
     text_pair_col: TextPairCol = None,
     label_col: LabelCol = None,
@@ -107,6 +116,9 @@ def train_command(
         "--keep-checkpoints", help="Newest checkpoints kept on disk [2].")] = None,
     resume: Annotated[Optional[Path], typer.Option(
         "--resume", help="Continue from a checkpoint folder, or the latest one in a checkpoints folder.")] = None,
+    fsdp: Annotated[bool, typer.Option(
+        "--fsdp", help="Under torchrun: shard every parameter over the processes (FSDP2), for models larger "
+                       "than one device; no checkpoints.")] = False,
     stop_if_loss_rises_after: Annotated[Optional[float], typer.Option(
         "--stop-if-loss-rises-after",
         help="Fraction of the run after which a loss above the first logged one stops it (LR sweeps).")] = None,
@@ -134,7 +146,7 @@ def train_command(
               "checkpoint_every": checkpoint_every, "keep_checkpoints": keep_checkpoints,
               "stop_if_loss_rises_after": stop_if_loss_rises_after}
     train_config = TrainConfig(seed=seed, bf16=bf16, gradient_checkpointing=gradient_checkpointing, chat=chat,
-                               generate=generate, **{k: v for k, v in chosen.items() if v is not None})
+                               generate=generate, fsdp=fsdp, **{k: v for k, v in chosen.items() if v is not None})
     if max_grad_norm is not None:
         train_config = train_config.replace(max_grad_norm=max_grad_norm or None)
 
@@ -148,7 +160,7 @@ def train_command(
         check_writable_folder(out, "--out")
         if checkpoint_dir is not None and train_config.checkpoint_every:
             check_writable_folder(checkpoint_dir, "--checkpoint-dir")
-    task = _load_task(data, max_train, max_dev, text_col=text_col, text_pair_col=text_pair_col,
+    task = _load_task(data, max_train, max_dev, dev_fraction, text_col=text_col, text_pair_col=text_pair_col,
                       label_col=label_col, prompt_col=prompt_col, target_col=target_col)
     torch.manual_seed(seed)  # the new head's and the adapter's initial weights
     loaded = _load_base(model, task, config)
@@ -156,7 +168,7 @@ def train_command(
     trainable, total = peft_model.count_parameters()
     runtime = [str(ddp.device)] + ["bf16"] * bf16 + ["gradient checkpointing"] * gradient_checkpointing
     if ddp.world_size > 1:
-        runtime.append(f"{ddp.world_size} processes")
+        runtime.append(f"{ddp.world_size} processes" + (", sharded (FSDP2)" if fsdp else ""))
     echo(f"{method} on {loaded.name} / {task.name}: {len(task.train)} train, {len(task.dev)} dev; "
          f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%); {', '.join(runtime)}")
     with open_tracker(trackers if ddp.main else (), out, run_name=out.name or method) as tracker:
@@ -165,10 +177,13 @@ def train_command(
         result = train(peft_model, task, loaded.tokenizer, train_config, progress=progress,
                        checkpoint_dir=checkpoint_dir or out / CHECKPOINTS, resume_from=resume,
                        on_log=train_callback(tracker))
-    if ddp.main:
-        extra = {"model": {"name": model, "source_path": loaded.source_path, "class": type(loaded.model).__name__},
-                 "data": data}
-        write_run(out, peft_model, task, train_config, result, extra, command_line(ctx))
+    extra = {"model": {"name": model, "source_path": loaded.source_path, "class": type(loaded.model).__name__},
+             "data": data}
+    if peft_model.sharded:
+        extra["fsdp"] = _report_shards(ddp.gather_objects(distributed.resident_bytes(peft_model)), echo)
+    with distributed.whole_adapters(peft_model):  # sharded: the adapter tensors gathered on every rank
+        if ddp.main:
+            write_run(out, peft_model, task, train_config, result, extra, command_line(ctx))
     _print_metrics("dev", result.final_metrics, echo)
     step = result.step_time.get("median", 0.0)
     echo(f"{result.steps} steps in {result.wall_time_s:.1f} s (median step {step * 1000:.0f} ms); "
@@ -177,11 +192,21 @@ def train_command(
     distributed.shutdown()
 
 
+def _report_shards(per_rank: list[dict[str, int]], echo) -> dict:
+    """Print and return each rank's share of the transformer blocks' parameter bytes."""
+    total = per_rank[0]["total"]
+    shares = ", ".join(f"rank {rank} {entry['held'] / 2**20:.3f} MiB ({entry['held'] / total:.3f})"
+                       for rank, entry in enumerate(per_rank))
+    echo(f"fsdp: the blocks' parameters, {total / 2**20:.3f} MiB whole, held as {shares}")
+    return {"blocks_bytes": total, "held_bytes_per_rank": [entry["held"] for entry in per_rank]}
+
+
 def eval_command(
     adapter: Annotated[Path, typer.Argument(help="Adapter folder (peftlab or Hugging Face PEFT).")],
     model: ModelOpt = "minilm",
     data: DataOpt = "sst2",
     max_dev: MaxDev = None,
+    dev_fraction: DevFraction = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per forward pass.")] = 64,
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens per example.")] = 128,
     generate: Annotated[bool, typer.Option("--generate", help="Causal-LM: BLEU / ROUGE-L by greedy decoding.")] = False,
@@ -200,10 +225,11 @@ def eval_command(
     from peftlab.train import evaluate
 
     config = read_config(adapter)  # a missing or broken folder fails before the model loads
-    task = _load_task(data, None, max_dev, text_col=text_col, text_pair_col=text_pair_col,
+    task = _load_task(data, None, max_dev, dev_fraction, text_col=text_col, text_pair_col=text_pair_col,
                       label_col=label_col, prompt_col=prompt_col, target_col=target_col)
     if not task.dev:
-        raise ConfigError(f"data {data!r} has no dev split to evaluate on")
+        raise ConfigError(f"data {data!r} has no dev split to evaluate on; name a dev file or give --dev-fraction "
+                          f"above 0 to hold out part of the training rows")
     loaded = _load_base(model, task, config)  # a QLoRA adapter's base straight into NF4, as in training
     peft_model = peftlab.load_adapter(loaded.model, adapter)
     metrics = evaluate(peft_model, task, loaded.tokenizer, batch_size=batch_size, max_length=max_length,

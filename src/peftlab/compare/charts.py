@@ -146,17 +146,20 @@ def quality_chart(results: dict[str, Any], path: Path) -> None:
     records, scale = results["methods"], points(results)
     quality = results.get("quality") or {}
     fig, ax = _figure()
+    labelled: dict[int, int] = {}  # trainable count -> labels placed there (LoRA and QLoRA share one)
     for r in records:
         params, value = measured(r, "params", "trainable"), measured(r, "quality", "value")
         if not params or value is None:
             continue
+        stacked = labelled.get(params, 0)
+        labelled[params] = stacked + 1
         ci = measured(r, "quality", "ci")
         learned = measured(r, "quality", "learned") is not False
         yerr = [[value * scale - ci[0] * scale], [ci[1] * scale - value * scale]] if ci else None
         ax.errorbar(params, value * scale, yerr=yerr, fmt="o", markersize=7, capsize=4,
                     markerfacecolor=None if learned else "none")
         ax.annotate(r["method"] + ("" if learned else " (did not learn)"), (params, value * scale),
-                    textcoords="offset points", xytext=(5, 5), fontsize=8)
+                    textcoords="offset points", xytext=(5, 5 - 11 * stacked), fontsize=8)
     baseline = quality.get("baseline")
     if baseline:
         ax.axhline(baseline["value"] * scale, color="gray", linestyle="--", linewidth=1,

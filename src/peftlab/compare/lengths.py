@@ -17,6 +17,7 @@ and reports how many rows exceed it (only rows longer than the cap, or than an e
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from peftlab.data.tasks import CLASSIFICATION, Task
 
 ROUND_TO = 8
 TRUNCATION_WARNING = 0.02  # share of rows cut above which the report warns
+PADDING_SAMPLES = 64       # seeded batches drawn to average the padded length of a batch
 
 
 def token_lengths(task: Task, tokenizer, rows: Sequence) -> list[int]:
@@ -41,8 +43,20 @@ def token_lengths(task: Task, tokenizer, rows: Sequence) -> list[int]:
     return [len(p) + len(t) + 1 for p, t in zip(prompts, targets)]  # + end of sequence
 
 
-def fit_max_length(task: Task, tokenizer, *, cap: int, given: int | None = None) -> dict[str, Any]:
-    """{"max_length", "chosen_from_data", "longest", "train_truncated", "dev_truncated", ...}."""
+def padded_length(lengths: Sequence[int], rows: int, limit: int) -> float:
+    """Mean tokens per row of a batch of `rows` random rows padded to its longest (at most `limit`):
+    what a step or an evaluation batch costs, far above the median row on short-text data."""
+    if not lengths:
+        return 0.0
+    draw = random.Random(0)
+    batches = [draw.choices(lengths, k=rows) for _ in range(PADDING_SAMPLES)]
+    return sum(min(limit, max(batch)) for batch in batches) / PADDING_SAMPLES
+
+
+def fit_max_length(task: Task, tokenizer, *, cap: int, given: int | None = None, batch_size: int = 16,
+                   eval_batch_size: int = 64) -> dict[str, Any]:
+    """{"max_length", "chosen_from_data", "longest", "train_truncated", "dev_truncated",
+    "train_batch_length", "eval_batch_length", ...}; the batch lengths are `padded_length`s."""
     train, dev = token_lengths(task, tokenizer, task.train), token_lengths(task, tokenizer, task.dev)
     longest = max(train + dev)
     chosen = given if given is not None else min(cap, ROUND_TO * math.ceil(longest / ROUND_TO))
@@ -50,7 +64,9 @@ def fit_max_length(task: Task, tokenizer, *, cap: int, given: int | None = None)
     share = (cut_train + cut_dev) / max(1, len(train) + len(dev))
     facts = {"max_length": chosen, "chosen_from_data": given is None, "cap": cap, "longest": longest,
              "median_train": sorted(train)[len(train) // 2], "train_rows": len(train), "dev_rows": len(dev),
-             "train_truncated": cut_train, "dev_truncated": cut_dev, "truncated_share": share, "warning": None}
+             "train_truncated": cut_train, "dev_truncated": cut_dev, "truncated_share": share, "warning": None,
+             "train_batch_length": padded_length(train, batch_size, chosen),
+             "eval_batch_length": padded_length(dev, eval_batch_size, chosen)}
     if share > TRUNCATION_WARNING:
         facts["warning"] = (f"{share:.0%} of the rows ({cut_train} training, {cut_dev} dev) are longer than "
                             f"max_length {chosen} tokens and are cut (longest {longest}): raise --max-length "

@@ -89,6 +89,8 @@ def _settings_section(results: dict[str, Any]) -> str:
     timing, lengths = results.get("timing", {}), results.get("lengths") or {}
     dev = f"{task.get('dev_rows', '?')} dev rows" + (" (full dev set)" if budget["max_dev"] is None and
                                                       task.get("kind") == "classification" else "")
+    if task.get("dev_origin"):
+        dev += f"; {task['dev_origin']}"
     seeds = (f"{budget['seeds']} seeds per method ({', '.join(map(str, range(plan['seed'], plan['seed'] + budget['seeds'])))}: "
              "head and adapter initialisation, data order, dropout)" if budget["seeds"] > 1 else f"seed {plan['seed']}")
     cut = (f"max_length {budget['max_length']}: " + ("fitted to the data, " if lengths.get("chosen_from_data") else "given, ")
@@ -183,9 +185,8 @@ def _memory_section(results: dict[str, Any]) -> str:
             "optimizer state / activations (saved tensors and temporaries): the quantity `peftlab estimate` "
             "predicts, given the batch shape of the peak step. The estimate sums its four terms, an upper bound "
             "where gradients and activations do not all live at once (full fine-tuning). Peak RSS is the whole "
-            "worker process apart: Python and torch, model loading, training and the dev evaluation, with glibc "
-            "told to return freed blocks of 64 KiB and more at once (MALLOC_MMAP_THRESHOLD_=65536) so it stays "
-            "close to live memory.\n\n"
+            "worker process apart: Python and torch, model loading, training and the dev evaluation (batches of "
+            "64 rows), under glibc's default allocator, which keeps freed blocks for reuse.\n\n"
             + f.table(["method", "tensor peak", "weights / grads / optimizer / activations", "estimate",
                        "estimate split", "estimate / measured", "peak batch", "peak RSS", "peak GPU"], rows))
 

@@ -21,13 +21,12 @@ Worker failures of any kind, a Python exception or a kill by the OS, become that
 
 from __future__ import annotations
 
+import concurrent.futures as futures
 import dataclasses
-import json
 import os
 import resource
 import shlex
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,60 +42,22 @@ from peftlab.compare import quality as quality_analysis
 from peftlab.compare.estimates import estimate_method
 from peftlab.compare.eta import Eta, calibrate, phases
 from peftlab.compare.lengths import fit_max_length
+from peftlab.compare.executor import make_executor
 from peftlab.compare.lr_choice import announce, candidate_rates
 from peftlab.compare.plan import REFERENCE_METHOD, ComparePlan, MethodPlan
+from peftlab.compare.processes import allow_workers, spawn
 from peftlab.compare.results import assemble, versions
 from peftlab.compare.runs import load_compare_task
 from peftlab.compare.state import CompareState
-from peftlab.errors import PeftlabError
+from peftlab.errors import ConfigError, PeftlabError
 from peftlab.io import write_json
 from peftlab.tables import TableData, print_tables
-
-STDERR_TAIL = 2000  # characters of a crashed worker's stderr kept in its error message
-# glibc returns allocations of 64 KiB and more to the system as soon as they are freed (and no
-# longer raises that threshold on its own), so a training worker's RSS follows its live tensors
-# instead of keeping every freed activation chunk: its peak RSS then means what it says.
-WORKER_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "65536"}
-
-
-def _worker_env(allocator: bool) -> dict[str, str]:
-    """The environment of a worker: this interpreter's peftlab first on the path."""
-    import peftlab
-
-    source = str(Path(peftlab.__file__).resolve().parents[1])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
-    if allocator:
-        env.update(WORKER_ALLOCATOR)
-    return env
-
-
-def spawn(spec: dict[str, Any], scratch: Path, label: str, timeout: float | None = None) -> dict[str, Any]:
-    """Run one worker phase; its result, or {"error": {...}} whatever way it failed."""
-    spec_path, out_path = scratch / f"{label}.spec.json", scratch / f"{label}.result.json"
-    write_json(spec_path, spec)
-    out_path.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "peftlab.compare.worker", str(spec_path), str(out_path)]
-    try:
-        done = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=timeout,
-                              env=_worker_env(allocator=spec["phase"] == "train"))
-    except subprocess.TimeoutExpired:
-        return {"error": {"type": "Timeout", "message": f"the {label} worker ran over {timeout:.0f} s"}}
-    if out_path.exists():
-        return json.loads(out_path.read_text())
-    if done.returncode < 0:
-        why = f"killed by signal {-done.returncode}" + (" (out of memory?)" if done.returncode == -9 else "")
-    else:
-        why = f"exited with code {done.returncode}"
-    tail = (done.stderr or "")[-STDERR_TAIL:].strip()
-    return {"error": {"type": "WorkerCrashed", "message": f"the {label} worker {why}" + (f": {tail}" if tail else "")}}
-
 
 def run_info(plan: ComparePlan, command: str | None) -> dict[str, Any]:
     return {"command": command or shlex.join(["peftlab", *sys.argv[1:]]), "versions": versions(),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "cpu_count": os.cpu_count(), "threads": plan.threads, "device": plan.device,
-            "load_average_start": list(os.getloadavg()), "allocator": WORKER_ALLOCATOR}
+            "load_average_start": list(os.getloadavg())}
 
 
 def fit_lengths(plan: ComparePlan, console: Console) -> tuple[ComparePlan, dict[str, Any]]:
@@ -104,8 +65,14 @@ def fit_lengths(plan: ComparePlan, console: Console) -> tuple[ComparePlan, dict[
     from peftlab.models.loading import load_tokenizer
 
     budget = plan.budget
-    lengths = fit_max_length(load_compare_task(plan), load_tokenizer(plan.model), cap=budget.max_length_cap,
-                             given=budget.max_length)
+    task = load_compare_task(plan)
+    if not task.dev:
+        raise ConfigError(f"data {plan.data!r} has no dev rows to score the methods on: name a dev file, or "
+                          "give --dev-fraction above 0 to hold out part of the training rows")
+    if task.dev_origin:
+        console.print(f"dev split: {task.dev_origin}", highlight=False)
+    lengths = fit_max_length(task, load_tokenizer(plan.model), cap=budget.max_length_cap, given=budget.max_length,
+                             batch_size=budget.batch_size, eval_batch_size=budget.eval_batch_size)
     how = "fitted to the data" if lengths["chosen_from_data"] else "given"
     console.print(f"max_length {lengths['max_length']} ({how}; longest row {lengths['longest']} tokens, "
                   f"{lengths['train_truncated']} training and {lengths['dev_truncated']} dev rows cut)")
@@ -132,36 +99,64 @@ class Comparison:
     timeout: float | None
     info: dict[str, Any]
     lengths: dict[str, Any]
+    executor: Any  # `executor.LocalExecutor` or `executor.RayExecutor`: where training and sweep runs go
 
     def phase(self, name: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
-        """Run one worker phase and book its time against the estimate."""
+        """Run one worker phase here, now, and book its time against the estimate (the timing and
+        zero-shot phases: one process on this machine's device)."""
         began = time.perf_counter()
         result = spawn(spec, self.scratch, label, self.timeout)
         result["worker_wall_s"] = time.perf_counter() - began
         self.eta.finish(name, result["worker_wall_s"])
         return result
 
+    def run_all(self, jobs: list, start, finished) -> None:
+        """Run the jobs `jobs` (sortable keys) on the executor, at most its `capacity` at once,
+        the smallest ready key first. `start(key)` gives (label, spec); `finished(key, result)`
+        runs in this thread as each ends and returns the keys that became ready through it."""
+        ready, pending = sorted(jobs), {}
+        while ready or pending:
+            while ready and len(pending) < self.executor.capacity:
+                key = ready.pop(0)
+                label, spec = start(key)
+                began = time.perf_counter()
+                pending[self.executor.submit(spec, self.scratch, label, self.timeout)] = (key, label, began)
+            done, _ = futures.wait(list(pending), return_when=futures.FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: pending[f][0]):
+                key, label, began = pending.pop(future)
+                result = future.result()
+                result.setdefault("worker_wall_s", time.perf_counter() - began)
+                self.eta.finish(label, result["worker_wall_s"])
+                ready = sorted(ready + list(finished(key, result)))
+
     def choose_rates(self) -> None:
         """Each method's learning rate chosen by a sweep on the validation split (the literature
         rate where the sweep failed, with the failure recorded); finished sweeps are kept."""
         self.console.print(announce(self.plan))
-        chosen = []
-        for index, method in enumerate(self.plan.methods, 1):
-            found = self.state.sweep(method.method)
-            if found is None:
-                grid = ", ".join(f"{rate:g}" for rate in candidate_rates(self.plan, method))
-                self.console.rule(f"learning rate {index}/{len(self.plan.methods)} {method.method} (sweep): {grid}")
-                found = self.phase(f"lr-{method.method}", {"phase": "lr", "plan": self.plan.to_dict(),
-                                                          "method": method.method, "progress": self.progress},
-                                   f"lr-{method.method}")
-                found["wall_s"] = found.pop("worker_wall_s")
-                self.state.save_sweep(method.method, found)
-                self.console.print(f"{method.method}: lr {found.get('chosen') or method.learning_rate:g} in "
-                                   f"{found['wall_s']:.0f} s")
-                self.console.print(self.eta.line(), highlight=False)
-            chosen.append(dataclasses.replace(method, learning_rate=found.get("chosen") or method.learning_rate,
-                                              sweep=found))
-        self.plan = dataclasses.replace(self.plan, methods=tuple(chosen))
+        sweeps = {m.method: self.state.sweep(m.method) for m in self.plan.methods}
+        methods = self.plan.methods
+
+        def start(index: int) -> tuple[str, dict[str, Any]]:
+            method = methods[index]
+            grid = ", ".join(f"{rate:g}" for rate in candidate_rates(self.plan, method))
+            self.console.rule(f"learning rate {index + 1}/{len(methods)} {method.method} (sweep): {grid}")
+            return f"lr-{method.method}", {"phase": "lr", "plan": self.plan.to_dict(), "method": method.method,
+                                           "progress": self.progress and self.executor.capacity == 1}
+
+        def finished(index: int, found: dict[str, Any]) -> list:
+            name = methods[index].method
+            found["wall_s"] = found.pop("worker_wall_s")
+            sweeps[name] = found
+            self.state.save_sweep(name, found)
+            self.console.print(f"{name}: lr {found.get('chosen') or methods[index].learning_rate:g} in "
+                               f"{found['wall_s']:.0f} s")
+            self.console.print(self.eta.line(), highlight=False)
+            return []
+
+        self.run_all([i for i, m in enumerate(methods) if sweeps[m.method] is None], start, finished)
+        self.plan = dataclasses.replace(self.plan, methods=tuple(
+            dataclasses.replace(m, learning_rate=sweeps[m.method].get("chosen") or m.learning_rate,
+                                sweep=sweeps[m.method]) for m in self.plan.methods))
 
     def train(self, keep_adapters: bool) -> dict[str, list[dict[str, Any]]]:
         """Every method once per run seed, each run in its own worker, saved as it finishes; the
@@ -170,30 +165,56 @@ class Comparison:
         trained: dict[str, list[dict[str, Any]]] = {}
         methods = list(self.plan.methods)
         adapters = self.out_dir / "adapters" if keep_adapters else self.scratch / "adapters"
-        for index, method in enumerate(self.plan.methods, 1):
-            runs = self.state.runs(method.method)
-            if runs and runs[0].get("lr_choice"):
-                methods[index - 1] = _with_probe(method, runs[0]["lr_choice"])
-            for seed in self.plan.run_seeds[len(runs):]:
-                current = dataclasses.replace(self.plan, methods=tuple(methods))
-                self.console.rule(_run_title(current, index, methods[index - 1], seed))
-                folder = adapters / method.method / (f"seed-{seed}" if len(self.plan.run_seeds) > 1 else "")
-                result = self.phase(f"train-{method.method}-{seed}",
-                                    {"phase": "train", "plan": current.to_dict(), "method": method.method,
-                                     "seed": seed, "adapter_dir": str(folder), "progress": self.progress},
-                                    f"train-{method.method}-{seed}")
-                if result.get("lr_choice"):
-                    methods[index - 1] = _with_probe(method, result["lr_choice"])
-                if "error" in result:
-                    self.console.print(f"[red]{method.method} failed:[/red] {result['error']['message'][:500]}")
-                runs.append(result)
-                self.state.save_runs(method.method, runs)
-            trained[method.method] = runs
-            self.plan = dataclasses.replace(self.plan, methods=tuple(methods))
-            self.write(trained, timing=None, zero_shot=None)
-            self.console.print(_finished_line(method.method, runs), highlight=False)
-            self.console.print(self.eta.line(), highlight=False)
-        return trained
+        seeds = self.plan.run_seeds
+        runs = [dict(enumerate(self.state.runs(m.method))) for m in methods]  # seed index -> result, per method
+        # A probe (quick profile) chooses the rate in a method's first run: its later seeds wait for it.
+        waits = self.plan.budget.lr_choice == "probe"
+
+        def opened(index: int) -> list[tuple[int, int]]:
+            """The runs of method `index` that may start now (and its probed rate, once known)."""
+            if runs[index].get(0, {}).get("lr_choice"):
+                methods[index] = _with_probe(self.plan.methods[index], runs[index][0]["lr_choice"])
+            first_done = 0 in runs[index]
+            return [(index, s) for s in range(len(seeds))
+                    if s not in runs[index] and (s == 0 or first_done or not waits)]
+
+        def start(key: tuple[int, int]) -> tuple[str, dict[str, Any]]:
+            index, seed_index = key
+            method, seed = methods[index], seeds[seed_index]
+            current = dataclasses.replace(self.plan, methods=tuple(methods))
+            self.console.rule(_run_title(current, index + 1, method, seed))
+            folder = adapters / method.method / (f"seed-{seed}" if len(seeds) > 1 else "")
+            return f"train-{method.method}-{seed}", {
+                "phase": "train", "plan": current.to_dict(), "method": method.method, "seed": seed,
+                "adapter_dir": str(folder), "progress": self.progress and self.executor.capacity == 1}
+
+        def finished(key: tuple[int, int], result: dict[str, Any]) -> list[tuple[int, int]]:
+            index, seed_index = key
+            name = methods[index].method
+            if "error" in result:
+                self.console.print(f"[red]{name} failed:[/red] {result['error']['message'][:500]}")
+            runs[index][seed_index] = result
+            in_order = []  # the finished runs up to the first seed still running
+            for seed_done in range(len(seeds)):
+                if seed_done not in runs[index]:
+                    break
+                in_order.append(runs[index][seed_done])
+            self.state.save_runs(name, in_order)  # --resume continues after the seeds finished in order
+            if len(in_order) == len(seeds):
+                trained[name] = in_order
+                self.plan = dataclasses.replace(self.plan, methods=tuple(methods))
+                self.write({m.method: trained[m.method] for m in methods if m.method in trained},
+                           timing=None, zero_shot=None)
+                self.console.print(_finished_line(name, in_order), highlight=False)
+                self.console.print(self.eta.line(), highlight=False)
+            return opened(index) if seed_index == 0 and waits else []
+
+        jobs = [key for index in range(len(methods)) for key in opened(index)]
+        trained.update({m.method: [runs[i][s] for s in range(len(seeds))] for i, m in enumerate(methods)
+                        if len(runs[i]) == len(seeds)})  # finished before a --resume
+        self.run_all(jobs, start, finished)
+        self.plan = dataclasses.replace(self.plan, methods=tuple(methods))
+        return {m.method: [runs[i][s] for s in range(len(seeds))] for i, m in enumerate(methods)}
 
     def write(self, trained: dict[str, list[dict[str, Any]]], timing: dict[str, Any] | None,
               zero_shot: dict[str, Any] | None) -> dict[str, Any]:
@@ -276,21 +297,25 @@ def _baseline(task: dict[str, Any], trained: dict[str, list[dict[str, Any]]],
 
 def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True, keep_adapters: bool = False,
                 command: str | None = None, console: Console | None = None, worker_timeout: float | None = None,
-                resume: bool = False, table_format: str = "table", report_to: str = "none") -> dict[str, Any]:
+                resume: bool = False, table_format: str = "table", report_to: str = "none",
+                executor: str = "local", parallel: int = 1, address: str | None = None) -> dict[str, Any]:
     """Run `plan`, write results.json, report.md, report.html and charts into `out_dir`; return the results.
 
     What finishes is saved in `out_dir/runs` as it goes (`state.py`) and the report so far is
     rewritten after each method; `resume` continues a comparison stopped there. Ctrl-C or SIGTERM
-    stop the running worker and raise `CompareInterrupted` with what was kept. The console table
-    is printed for `table_format` "table" (the caller prints other formats); `report_to` trackers
-    (`peftlab.tracking`) receive the results under `out_dir`.
+    stop the running workers and raise `CompareInterrupted` with what was kept. Training and sweep
+    runs go to `executor` ("local", `parallel` at once, or "ray" at `address`: see `executor.py`).
+    The console table is printed for `table_format` "table" (the caller prints other formats);
+    `report_to` trackers (`peftlab.tracking`) receive the results under `out_dir`.
     """
     from peftlab.compare.report import console_table
     from peftlab.tracking import log_compare_results
 
     console = console or Console(quiet=not progress)
+    runner = make_executor(executor, parallel=parallel, address=address, device=plan.device, threads=plan.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    allow_workers()
     info = run_info(plan, command)
     plan, lengths = fit_lengths(plan, console)
     state = CompareState(out_dir)
@@ -303,12 +328,12 @@ def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         calibration = calibrate(plan, lengths)
-        eta = Eta(phases(plan, calibration))
+        eta = Eta(phases(plan, calibration), slots=runner.slots)
         console.print(f"estimated duration: about {eta.total_s / 60:.0f} min (a training step of full fine-tuning "
-                      f"takes {calibration['step_s'] * 1000:.0f} ms here now)")
+                      f"takes {calibration['step_s'] * 1000:.0f} ms here now); training runs: {runner.description}")
         with tempfile.TemporaryDirectory(prefix="peftlab-compare-") as scratch_name:
             run = Comparison(plan, out_dir, Path(scratch_name), state, eta, console, progress, worker_timeout,
-                             info, lengths)
+                             info, lengths, runner)
             trained, timing, zero_shot = _run_phases(run, keep_adapters)
     except KeyboardInterrupt:
         finished = sum(1 for m in plan.methods if len(state.runs(m.method)) == len(plan.run_seeds))
@@ -316,6 +341,7 @@ def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True
                                  f"{out_dir} (report so far: {out_dir / 'report.md'}); continue with the same options "
                                  f"and --resume {out_dir}") from None
     finally:
+        runner.close()  # interrupted: every running worker stops (its run is lost, finished ones are kept)
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
     results = run.write(trained, timing, zero_shot)

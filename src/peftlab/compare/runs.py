@@ -32,9 +32,10 @@ def rss_mb() -> float:
 def load_compare_task(plan: ComparePlan) -> Task:
     budget = plan.budget
     columns = {k: v for k, v in plan.columns.items() if v is not None}
-    task = load_task(plan.data, max_train=budget.max_train, max_dev=budget.max_dev, **columns)
+    held_out = {"dev_fraction": plan.dev_fraction, "dev_seed": 0}
+    task = load_task(plan.data, max_train=budget.max_train, max_dev=budget.max_dev, **held_out, **columns)
     if task.kind == CAUSAL_LM and budget.max_dev is None and budget.max_dev_prompts is not None:
-        task = load_task(plan.data, max_train=budget.max_train, max_dev=budget.max_dev_prompts, **columns)
+        task = load_task(plan.data, max_train=budget.max_train, max_dev=budget.max_dev_prompts, **held_out, **columns)
     return task
 
 
@@ -115,7 +116,8 @@ def merge_error(peft_model, batch: dict[str, torch.Tensor]) -> float:
 def task_facts(task: Task) -> dict[str, Any]:
     """What the report says about the data; `train_label_counts` gives the majority-class baseline."""
     facts = {"name": task.name, "kind": task.kind, "num_labels": task.num_labels or None,
-             "label_names": list(task.label_names), "train_rows": len(task.train), "dev_rows": len(task.dev)}
+             "label_names": list(task.label_names), "train_rows": len(task.train), "dev_rows": len(task.dev),
+             "dev_origin": task.dev_origin}
     if task.kind == CLASSIFICATION:
         facts["train_label_counts"] = [sum(ex.label == i for ex in task.train) for i in range(task.num_labels)]
     return facts

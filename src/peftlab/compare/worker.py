@@ -17,8 +17,9 @@ the phase raised. Memory figures of a training run (MiB):
     runtime_rss_mb   RSS after importing torch/transformers, before the model loads
     loaded_rss_mb    RSS with the model loaded and the method applied
     peak_rss_mb      the process's peak RSS (getrusage): runtime, model loading, training and the
-                     dev evaluation, with glibc's allocator told to return freed tensors at once
-                     (`run.WORKER_ALLOCATOR`), so it stays close to live memory
+                     dev evaluation, under glibc's default allocator (freed blocks are kept for
+                     reuse; returning them at once left the peak unchanged and made steps 1.7x
+                     slower, BENCHMARKS.md)
     training_mb      peak_rss_mb − runtime_rss_mb
     peak_gpu_mb      torch.cuda.max_memory_allocated during training (CUDA runs only)
 """

@@ -57,6 +57,7 @@ class PeftModel(nn.Module):
         self.hooks = nn.ModuleDict()
         self.active_adapters: tuple[str, ...] = ()
         self._disabled = False
+        self.sharded = False  # set when FSDP shards the model over processes (`peftlab.train.distributed`)
 
     # --- introspection ---------------------------------------------------------------------------
     @property
@@ -289,6 +290,9 @@ class PeftModel(nn.Module):
         With `safe`, each merged weight is computed in a copy and checked for NaN/inf first; on a
         failure every layer merged by this call is unmerged again and MergeError is raised.
         """
+        if self.sharded:
+            raise MergeError("cannot merge a model sharded over processes (FSDP): each rank holds a slice of the "
+                             "base weights; save the adapter and merge it in one process (peftlab merge)")
         names = self.expand(self.active_adapters if names is None else names)
         for name in names:
             capabilities = self.method(name).capabilities

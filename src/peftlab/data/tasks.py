@@ -73,7 +73,8 @@ class Task:
 
     `train` and `dev` are tuples of examples in file order. `label_names[i]` is the label string
     of class id `i` (classification only). `dev_references` is `group_references(dev)` for
-    causal-LM tasks and empty otherwise.
+    causal-LM tasks and empty otherwise. `dev_origin` says where the dev split came from when it
+    was not the source's own (a seeded part of the training rows), else "".
     """
 
     name: str
@@ -82,6 +83,7 @@ class Task:
     dev: tuple[Example, ...]
     label_names: tuple[str, ...] = ()
     dev_references: tuple[ReferenceGroup, ...] = ()
+    dev_origin: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -90,6 +92,11 @@ class Task:
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    def dev_units_of(self, examples: tuple[Example, ...]) -> list:
+        """The units a split is drawn in: rows, or distinct prompts for causal-LM (in order)."""
+        keys = [ex.prompt if self.kind == CAUSAL_LM else i for i, ex in enumerate(examples)]
+        return list(dict.fromkeys(keys))
 
     def split_validation(self, size: float | int, seed: int = 0) -> tuple[tuple[Example, ...], tuple[Example, ...]]:
         """Carve a validation set out of the *training* data: returns `(train_rest, validation)`.
@@ -101,7 +108,7 @@ class Task:
         """
         # One key per row; rows sharing a key (a prompt, for causal-LM) move together.
         keys = [ex.prompt if self.kind == CAUSAL_LM else i for i, ex in enumerate(self.train)]
-        units = list(dict.fromkeys(keys))
+        units = self.dev_units_of(self.train)
         if isinstance(size, float) and 0.0 < size < 1.0:
             count = max(1, round(size * len(units)))
         elif isinstance(size, int) and not isinstance(size, bool) and 1 <= size < len(units):
@@ -115,6 +122,44 @@ class Task:
         rest = tuple(ex for key, ex in zip(keys, self.train) if key not in chosen)
         validation = tuple(ex for key, ex in zip(keys, self.train) if key in chosen)
         return rest, validation
+
+
+DEV_FRACTION = 0.1  # of the training rows, as the dev split of a source that has none
+
+
+def check_dev_fraction(fraction: float) -> None:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise DataError(f"dev fraction {fraction!r} must be in [0, 1): the part of the training rows held out "
+                        "as the dev split when the data has none (0: no dev split)")
+
+
+def _carve_dev(task: Task, fraction: float, seed: int, where: str) -> Task:
+    """`task` (no dev rows) with a seeded `fraction` of its training units as the dev split."""
+    unit = "prompts" if task.kind == CAUSAL_LM else "rows"
+    total = len(task.dev_units_of(task.train))
+    if total - max(1, round(fraction * total)) < 1:
+        raise DataError(f"{where}: {total} training {unit} cannot give a dev split of fraction {fraction:g}; "
+                        "add a dev file (a folder with train* and dev* files) or change --dev-fraction")
+    train, dev = task.split_validation(float(fraction), seed)
+    origin = (f"{len(task.dev_units_of(dev))} of {total} training {unit} of {where} held out as the dev split "
+              f"(--dev-fraction {fraction:g}, seed {seed}): the data has no dev split")
+    references = group_references(dev) if task.kind == CAUSAL_LM else ()
+    return replace(task, train=train, dev=dev, dev_references=references, dev_origin=origin)
+
+
+def _limited(task: Task, max_train: int | None, max_dev: int | None) -> Task:
+    """`task` with the first `max_train` training rows and the first `max_dev` dev rows (causal-LM:
+    prompts with all their references)."""
+    train = task.train[:max_train] if max_train is not None else task.train
+    dev = task.dev
+    if max_dev is not None:
+        if task.kind == CAUSAL_LM:
+            keep = {g.prompt for g in group_references(dev)[:max_dev]}
+            dev = tuple(ex for ex in dev if ex.prompt in keep)
+        else:
+            dev = dev[:max_dev]
+    references = group_references(dev) if task.kind == CAUSAL_LM else ()
+    return replace(task, train=train, dev=dev, dev_references=references)
 
 
 # Column names tried in order when the caller does not name one.
@@ -285,6 +330,8 @@ def load_task(
     dev_file: str | None = None,
     max_train: int | None = None,
     max_dev: int | None = None,
+    dev_fraction: float = DEV_FRACTION,
+    dev_seed: int = 0,
 ) -> Task:
     """Load an embedded task ("sst2", "e2e") or one from a file, a folder or the HF cache.
 
@@ -294,29 +341,34 @@ def load_task(
     a folder, or the splits of a saved or cached data set. A single file becomes the training split
     and the dev split is empty unless `dev_file=` is given. Columns default to sentence/text
     (+ sentence2 for pairs) and label, or prompt/mr and target/ref; the kind is inferred from the
-    columns when not given. `max_train` keeps the first rows of the training split; `max_dev`
-    keeps the first dev rows (classification) or the first distinct prompts with all their
-    references (causal-LM).
+    columns when not given. A source without dev rows (a single file, a folder or data set with
+    only a training split) gets `dev_fraction` of its training rows (whole prompt groups for
+    causal-LM) as its dev split, chosen with `random.Random(dev_seed)` before any other limit and
+    stated in `Task.dev_origin`; `dev_fraction=0` leaves the dev split empty. `max_train` keeps the
+    first rows of the training split; `max_dev` keeps the first dev rows (classification) or the
+    first distinct prompts with all their references (causal-LM).
     """
+    check_dev_fraction(dev_fraction)
     source_data = _resolve(source, train_file, dev_file)
     if not source_data.train.num_rows:
         raise DataError(f"{source_data.train_where}: no training rows")
+    carve = (source_data.dev is None or not source_data.dev.num_rows) and dev_fraction > 0
     explicit_causal = prompt_col is not None or target_col is not None
     explicit_cls = text_col is not None or label_col is not None or text_pair_col is not None
     kind = kind or source_data.kind or _infer_kind(source_data.train.column_names, explicit_causal, explicit_cls)
     if kind not in KINDS:
         raise DataError(f"unknown task kind {kind!r}; use one of {', '.join(KINDS)}")
-    if max_train is not None:
+    if max_train is not None and not carve:  # a carved dev split is drawn from all the training rows
         source_data = replace(source_data, train=source_data.train.select(range(min(max_train, source_data.train.num_rows))))
 
     if kind == CLASSIFICATION:
         if max_dev is not None and source_data.dev is not None:
             source_data = replace(source_data, dev=source_data.dev.select(range(min(max_dev, source_data.dev.num_rows))))
         train, dev, labels = _classification(source_data, text_col, text_pair_col, label_col)
-        return Task(source_data.name, kind, train, dev, label_names=labels)
-
-    train, dev = _causal(source_data, prompt_col, target_col)
-    if max_dev is not None:
-        keep = {g.prompt for g in group_references(dev)[:max_dev]}
-        dev = tuple(ex for ex in dev if ex.prompt in keep)
-    return Task(source_data.name, kind, train, dev, dev_references=group_references(dev))
+        task = Task(source_data.name, kind, train, dev, label_names=labels)
+    else:
+        train, dev = _causal(source_data, prompt_col, target_col)
+        task = _limited(Task(source_data.name, kind, train, dev), None, None if carve else max_dev)
+    if carve:
+        task = _limited(_carve_dev(task, dev_fraction, dev_seed, source_data.train_where), max_train, max_dev)
+    return task

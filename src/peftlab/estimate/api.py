@@ -7,6 +7,7 @@ memory model (`memory.py`). A combination "a+b" is estimated as its parts togeth
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,10 +18,13 @@ from peftlab.core.registry import declaration
 from peftlab.core.shapes import ModelShape
 from peftlab.errors import ConfigError
 from peftlab.estimate.combined import Combined
-from peftlab.estimate.memory import MEMORY_MODELS, Memory, detailed_memory, seed_memory
+from peftlab.estimate.memory import MEMORY_MODELS, Memory, detailed_memory, per_device_memory, seed_memory
 from peftlab.estimate.presets import model_shape
 
 FILE_DTYPES = {"float32": 4, "bfloat16": 2}
+# Parameter groups outside the transformer blocks: FSDP2's root unit, gathered for the whole step
+# (model-level prompt / prefix parameters are there too).
+ROOT_GROUPS = ("embeddings", "pooler", "pre_classifier", "head", "lm_head")
 
 
 @dataclass(frozen=True)
@@ -35,14 +39,18 @@ class Settings:
     gradient_checkpointing: bool = False
     num_labels: int | None = None
     device: str = "cuda"
+    processes: int = 1  # devices training together; batch_size is the global batch split over them
+    fsdp: bool = False  # FSDP2 shards parameters, gradients and AdamW state over the processes
 
     def __post_init__(self):
         if self.memory_model not in MEMORY_MODELS:
             raise ConfigError(f"memory model {self.memory_model!r} is unknown; use one of: "
                               f"{', '.join(MEMORY_MODELS)}")
-        for key in ("batch_size", "seq_len"):
+        for key in ("batch_size", "seq_len", "processes"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)} is invalid; it must be >= 1")
+        if self.processes > 1 and self.memory_model == "seed":
+            raise ConfigError("processes > 1 needs the detailed memory model: drop --memory-model seed")
         if self.num_labels is not None and self.num_labels < 1:
             raise ConfigError(f"num_labels={self.num_labels} is invalid; it must be >= 1")
 
@@ -120,12 +128,22 @@ def estimate(model: str | Path | ModelShape, method: str | MethodConfig | Combin
                              seq_len=settings.seq_len, hidden_dim=shape.hidden,
                              num_layers=shape.layers)
     else:
+        rows = math.ceil(settings.batch_size / settings.processes)  # this device's share of the global batch
         memory = detailed_memory(shape, method, trainable=trainable,
                                  trained_base=method.trained_base(breakdown),
-                                 num_labels=labels, batch_size=settings.batch_size,
+                                 num_labels=labels, batch_size=rows,
                                  seq_len=settings.seq_len, precision=settings.precision,
                                  attention=settings.attention,
                                  gradient_checkpointing=settings.gradient_checkpointing,
                                  device=settings.device)
+        if settings.processes > 1:
+            groups = shape.groups(labels)
+            norm, per_block = shape.norm_params()
+            root = sum(groups.get(key, 0) for key in ROOT_GROUPS) + groups["norms"] - norm * per_block * shape.layers
+            trainable_root = sum(count for key, count in breakdown.items() if key in ROOT_GROUPS
+                                 or key.startswith(("prompt", "prefix")))
+            memory = per_device_memory(memory, shape, processes=settings.processes, fsdp=settings.fsdp,
+                                       root_params=root, trainable_root=max(0, trainable_root),
+                                       precision=settings.precision)
     return Estimate(shape.name, method.to_dict(), asdict(settings), total, trainable, breakdown,
                     memory, _notes(shape, method, settings))

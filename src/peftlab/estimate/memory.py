@@ -13,10 +13,20 @@ trainable parameter:
 
 QLoRA stores the frozen block linear weights in NF4 (`peftlab.quant.layout.nf4_bytes`); embeddings, norms
 and the LM head stay at the frozen precision, as bitsandbytes leaves them.
+
+Per device of N processes (`per_device`, computed at this device's ⌈B/N⌉ rows of the global
+batch, as `torchrun ... peftlab train` splits it):
+
+    data parallel   weights, gradients and AdamW state whole on every device
+    FSDP2           each device keeps 1/N of every parameter, gradient and AdamW state, plus
+                    what is gathered while it computes: the root's parameters (embeddings, head,
+                    final norm) for the whole step, two blocks at a time (the one computing
+                    and the next, prefetched) and one block's unsharded gradients
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from peftlab.errors import ConfigError
 from peftlab.estimate.activations import ATTENTION, activation_bytes
@@ -50,6 +60,7 @@ class Memory:
     optimizer: int
     activations: int
     activation_detail: dict[str, int]
+    per_device: dict[str, int] | None = None  # with N processes: how the figures were divided
 
     @property
     def total(self) -> int:
@@ -102,3 +113,31 @@ def detailed_memory(shape: ModelShape, method: Footprint, *, trainable: int, tra
     total_acts = acts.pop("total")
     return Memory("detailed", frozen_bytes + trainable * (p.trainable + p.master),
                   trainable * p.gradient, trainable * ADAMW_STATE_BYTES, total_acts, acts)
+
+
+def per_device_memory(memory: Memory, shape: ModelShape, *, processes: int, fsdp: bool, root_params: int,
+                      trainable_root: int, precision: str) -> Memory:
+    """`memory` (computed at this device's rows) as one of `processes` devices holds it.
+
+    root_params: base parameters outside the transformer blocks (embeddings, head, final norm);
+    trainable_root: the trainable parameters among them or beside them (head, soft prompts).
+    """
+    if not fsdp or processes == 1:
+        return Memory(memory.model, memory.weights, memory.gradients, memory.optimizer, memory.activations,
+                      memory.activation_detail, {"processes": processes, "sharded": 0})
+    p = PRECISIONS[precision]
+    root_bytes = (root_params - trainable_root) * p.frozen + trainable_root * (p.trainable + p.master)
+    block_bytes = max(0, memory.weights - root_bytes) // shape.layers
+    block_gradients = max(0, memory.gradients - trainable_root * p.gradient) // shape.layers
+
+    def shard(total: int) -> int:
+        return math.ceil(total / processes)
+
+    gathered = root_bytes + 2 * block_bytes
+    detail = {"processes": processes, "sharded": 1, "weights_shard": shard(memory.weights),
+              "gathered_root": root_bytes, "gathered_blocks": 2 * block_bytes,
+              "gradients_shard": shard(memory.gradients), "gathered_gradients": trainable_root * p.gradient
+              + block_gradients}
+    return Memory(memory.model, shard(memory.weights) + gathered,
+                  detail["gradients_shard"] + detail["gathered_gradients"], shard(memory.optimizer),
+                  memory.activations, memory.activation_detail, detail)

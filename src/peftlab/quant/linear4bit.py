@@ -4,13 +4,18 @@
 
 Only the packed codes and the scales live in the module (as buffers: they move with ``.to()``,
 are saved in ``state_dict()`` and are never handed to an optimizer); the bias stays float.
-The forward pass dequantizes the weight a slab of rows at a time and multiplies each slab while
-it is still in cache, so neither a full-size float weight nor a second copy of it ever exists.
-The backward pass (gradient w.r.t. the input only — the weight is frozen) dequantizes again
-instead of saving the float weight for later: that recomputation is where QLoRA saves memory.
+The forward pass dequantizes the weight into a scratch slab (``kernels.workspace``: reused on
+CPU) of up to 2**24 values, so most layers are one dequantization and one matmul, and a larger
+weight is never held in float at once; for a few input rows on CPU it skips the float weight
+entirely (``kernels.nf4_matvec``). The backward pass (gradient w.r.t. the input only — the
+weight is frozen) dequantizes again instead of saving the float weight for later: that
+recomputation is where QLoRA saves memory.
 
                   packed (out*in/2,) uint8 ──┐
     x (..., in) ──► for each row slab:   dequant (rows, in) ──► x @ slab^T ──► y[:, rows]
+
+``matmul`` / ``matmul_input_grad`` expose the same two products without autograd, for adapter
+layers that make the whole layer one autograd node (``peftlab.methods.lora.fused``).
 """
 
 from __future__ import annotations
@@ -21,40 +26,72 @@ import torch
 from torch import nn
 
 from peftlab.quant.codebook import DEFAULT_BLOCK_SIZE, NESTED_BLOCK_SIZE
-from peftlab.quant.nf4 import (
-    NF4State, absmax_float32, byte_pair_table, dequantize_nf4, dequantize_range, quantize_nf4,
-)
+from peftlab.quant.kernels import MATVEC_MAX_ROWS, dequantize_into, nf4_matvec, range_alignment, workspace
+from peftlab.quant.nf4 import NF4State, dequantize_nf4, quantize_nf4
 
-# About 1 Mi float32 values (4 MiB) per thread per slab: each thread's share stays in its cache
-# between the dequantization and the matmul, yet the matmul keeps its full speed. Measured on a
-# 4096x4096 layer: 1 thread, 256 tokens, slabs of 2**20 values run in 0.68x the time of one
-# whole-weight slab. Larger slabs mean fewer parallel regions, which matters on a loaded machine.
-_SLAB_ELEMENTS = 1 << 20
-# On an accelerator each slab is a few kernel launches: bigger slabs, still far below a full weight
-# of a large model.
-_ACCELERATOR_SLAB_ELEMENTS = 1 << 24
+# Values per slab: up to 2**24 (a 4096 x 4096 weight; 64 MiB of float32 workspace on CPU) in one
+# slab, so most layers are one dequantization and one matmul: the fewest parallel regions (see
+# kernels.py). Larger weights are tiled, so no full float copy of them ever exists.
+_SLAB_ELEMENTS = 1 << 24
+# Up to this many input rows (tokens) the CPU forward runs the native dequantize-matvec kernel
+# instead of dequantizing: it reads 4 bits per weight instead of writing and reading 32 (measured
+# faster than dequantize + matmul for 1 to 8 rows on 4096 x 4096 and 1728 x 576 weights).
+_MATVEC_MAX_ROWS = MATVEC_MAX_ROWS
 _COMPUTE_DTYPES = (torch.float32, torch.bfloat16)
 _STATE_BUFFERS = ("packed", "absmax", "nested_absmax", "nested_offset")
 
 
-def _slab_rows(in_features: int, block_size: int, device: torch.device) -> int:
-    """Rows per slab: a multiple of the rows after which a slab starts on a block boundary."""
-    step = block_size // math.gcd(in_features, block_size)
-    elements = _SLAB_ELEMENTS * torch.get_num_threads() if device.type == "cpu" else _ACCELERATOR_SLAB_ELEMENTS
-    return max(step, elements // in_features // step * step)
-
-
-def _slabs(state: NF4State, compute_dtype: torch.dtype):
-    """Yield (row_start, row_stop, weight slab (rows, in) in compute_dtype) over the weight."""
+def _slab_rows(state: NF4State) -> int:
+    """Rows per slab: a multiple of the rows after which a slab starts on a range boundary."""
     out_features, in_features = state.shape
-    absmax = absmax_float32(state)
-    table = byte_pair_table(state.device)
-    step = _slab_rows(in_features, state.block_size, state.device)
+    alignment = range_alignment(state.block_size, state.double_quant)
+    step = alignment // math.gcd(in_features, alignment)
+    return min(out_features, max(step, _SLAB_ELEMENTS // in_features // step * step))
+
+
+def _slabs(state: NF4State, dtype: torch.dtype):
+    """Yield (row_start, row_stop, weight slab (rows, in) in `dtype`), each valid until the next one."""
+    out_features, in_features = state.shape
+    step = _slab_rows(state)
+    buffer = workspace(step * in_features, dtype, state.device)
     for r0 in range(0, out_features, step):
         r1 = min(r0 + step, out_features)
-        start, stop = r0 * in_features, r1 * in_features
-        slab = dequantize_range(state.packed, absmax, state.block_size, start, stop, table)
-        yield r0, r1, slab.view(r1 - r0, in_features).to(compute_dtype)
+        slab = buffer[: (r1 - r0) * in_features]
+        dequantize_into(slab, state.packed, state.absmax, state.nested_absmax, state.nested_offset,
+                        state.block_size, r0 * in_features, r1 * in_features)
+        yield r0, r1, slab.view(r1 - r0, in_features)
+
+
+def nf4_linear(x2d: torch.Tensor, state: NF4State, bias: torch.Tensor | None) -> torch.Tensor:
+    """x2d @ dequant(W)^T + bias, all in x2d's dtype (the compute dtype): (M, in) -> (M, out), a new tensor.
+
+    One slab: one dequantization and one matmul. A few rows on CPU: the fused matvec kernel.
+    """
+    out_features, in_features = state.shape
+    if (x2d.shape[0] <= _MATVEC_MAX_ROWS and x2d.device.type == "cpu" and x2d.dtype == torch.float32
+            and in_features % state.block_size == 0):
+        out = nf4_matvec(x2d, state.packed, state.absmax, state.nested_absmax, state.nested_offset, state.shape,
+                         state.block_size)
+        if out is not None:
+            return out if bias is None else out.add_(bias)
+    out = torch.empty(x2d.shape[0], out_features, dtype=x2d.dtype, device=x2d.device)  # (M, out)
+    for r0, r1, slab in _slabs(state, x2d.dtype):
+        if bias is None:
+            torch.mm(x2d, slab.t(), out=out[:, r0:r1])  # straight into the output's column block
+        else:
+            torch.addmm(bias[r0:r1], x2d, slab.t(), out=out[:, r0:r1])
+    return out
+
+
+def nf4_linear_input_grad(grad_out: torch.Tensor, state: NF4State) -> torch.Tensor:
+    """grad_out @ dequant(W): the gradient w.r.t. the input, (M, out) -> (M, in), a new tensor."""
+    grad_x = torch.empty(grad_out.shape[0], state.shape[1], dtype=grad_out.dtype, device=grad_out.device)
+    for r0, r1, slab in _slabs(state, grad_out.dtype):
+        if r0 == 0:
+            torch.mm(grad_out[:, r0:r1], slab, out=grad_x)  # (M, rows) @ (rows, in)
+        else:
+            grad_x.addmm_(grad_out[:, r0:r1], slab)
+    return grad_x
 
 
 def _is_conv1d(layer: nn.Module) -> bool:
@@ -66,24 +103,14 @@ class _NF4LinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x2d: torch.Tensor, bias: torch.Tensor | None, state: NF4State):  # x2d: (M, in)
-        out = torch.empty(x2d.shape[0], state.shape[0], dtype=x2d.dtype, device=x2d.device)  # (M, out)
-        for r0, r1, slab in _slabs(state, x2d.dtype):
-            torch.mm(x2d, slab.t(), out=out[:, r0:r1])  # straight into the output's column block
-        if bias is not None:
-            out += bias
         ctx.state = state
         ctx.has_bias = bias is not None
-        return out
+        return nf4_linear(x2d, state, bias)  # (M, out)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # grad_out: (M, out)
-        grad_x = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_out.new_zeros(grad_out.shape[0], ctx.state.shape[1])  # (M, in)
-            for r0, r1, slab in _slabs(ctx.state, grad_out.dtype):
-                grad_x.addmm_(grad_out[:, r0:r1], slab)  # (M, rows) @ (rows, in)
-        if ctx.has_bias and ctx.needs_input_grad[1]:
-            grad_bias = grad_out.sum(0)
+        grad_x = nf4_linear_input_grad(grad_out, ctx.state) if ctx.needs_input_grad[0] else None
+        grad_bias = grad_out.sum(0) if ctx.has_bias and ctx.needs_input_grad[1] else None
         return grad_x, grad_bias, None
 
 
@@ -174,13 +201,30 @@ class Linear4bit(nn.Module):
         return layer.to(self.packed.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"Linear4bit expects inputs with {self.in_features} features, got shape {tuple(x.shape)}")
+        self._check_features(x)
         x2d = x.reshape(-1, self.in_features).to(self.compute_dtype)  # (M, in)
         bias = None if self.bias is None else self.bias.to(self.compute_dtype)
         out = _NF4LinearFunction.apply(x2d, bias, self.quant_state)  # (M, out)
         return out.view(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def matmul(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x2d @ W^T + bias outside autograd, in x2d's dtype (computed in compute_dtype): (M, in) -> (M, out).
+
+        With `matmul_input_grad`, what an adapter layer that owns the autograd node of the whole
+        layer (``peftlab.methods.lora.fused``) needs from its base.
+        """
+        self._check_features(x2d)
+        bias = None if bias is None else bias.to(self.compute_dtype)
+        return nf4_linear(x2d.to(self.compute_dtype), self.quant_state, bias).to(x2d.dtype)
+
+    def matmul_input_grad(self, grad: torch.Tensor) -> torch.Tensor:
+        """grad @ W in grad's dtype: the input gradient of `matmul`, (M, out) -> (M, in)."""
+        return nf4_linear_input_grad(grad.to(self.compute_dtype), self.quant_state).to(grad.dtype)
+
+    def _check_features(self, x: torch.Tensor) -> None:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear4bit expects inputs with {self.in_features} features, got shape {tuple(x.shape)}")
 
     def extra_repr(self) -> str:
         nested = f", double_quant (nested blocks of {NESTED_BLOCK_SIZE})" if self.nested_absmax is not None else ""

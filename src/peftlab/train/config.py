@@ -51,6 +51,9 @@ class TrainConfig:
     stop_after:       end the run after this many optimizer steps of its schedule (None: run it all):
                       the schedule (warmup, decay) still spans the whole run, so this is its start
                       exactly; learning-rate probes use it.
+    fsdp:             with several processes (torchrun), shard every parameter over them with
+                      FSDP2 instead of replicating the model (`peftlab.train.distributed`): for
+                      models larger than one device. One process trains unsharded. No checkpoints.
     track_memory:     count live tensor bytes during the training steps (`peftlab.train.memory`):
                       the result's `tensor_memory` holds their peak and its split; only the first
                       two steps and those with a bigger batch than any before are counted (a few
@@ -83,6 +86,7 @@ class TrainConfig:
     stop_if_loss_rises_after: float | None = None
     stop_after: int | None = None
     track_memory: bool = False
+    fsdp: bool = False
 
     def __post_init__(self) -> None:
         check_range("learning_rate", self.learning_rate, 0, 1.0, low_inclusive=False)
@@ -103,6 +107,9 @@ class TrainConfig:
             check_range("stop_if_loss_rises_after", self.stop_if_loss_rises_after, 0, 1)
         _check_int("seed", self.seed, 0)
         check_choice("device", self.device, DEVICES)
+        if self.fsdp and self.checkpoint_every:
+            raise ConfigError("checkpoint_every is not available with fsdp (sharded optimizer states are not "
+                              "saved): train sharded without checkpoints, or data-parallel without --fsdp")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

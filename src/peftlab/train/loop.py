@@ -7,7 +7,7 @@ any model-level hooks). One optimizer step:
     for each of grad_accum micro-batches (batch_size examples, padded to their longest row):
         loss_i = model(**batch).loss · items_i / items_step    # items: rows or target tokens
         loss_i.backward()                                       # gradients add up
-    (several processes: sum the gradients over ranks, see `peftlab.train.distributed`)
+    (several processes: DDP or FSDP2 sum the gradients over ranks, see `peftlab.train.distributed`)
     clip ‖g‖₂ ≤ max_grad_norm;  AdamW step;  lr schedule step;  zero_grad(set_to_none)
 
 Weighting each micro-batch by its share of the step's items makes k micro-batches of b rows give
@@ -156,9 +156,11 @@ def train(
         if out_dir is None:
             raise ConfigError("checkpoint_every is set but there is nowhere to write: pass out_dir or checkpoint_dir")
         checkpoint_dir = Path(out_dir) / checkpoint.CHECKPOINTS
+    if config.fsdp and resume_from is not None:
+        raise ConfigError("--resume is not available with fsdp (its runs write no checkpoints): start a new run")
     ddp = distributed.setup(config.device)
-    peft_model.to(ddp.device)
-    ddp.broadcast_parameters(list(params.values()))
+    engine = distributed.parallelize(peft_model, ddp, fsdp=config.fsdp)
+    params = peft_model.trainable_parameters()  # new objects (DTensors) when sharded
     dev = task.dev if dev_examples is None else tuple(dev_examples)
 
     batches_per_epoch = math.ceil(len(task.train) / config.batch_size)
@@ -167,7 +169,7 @@ def train(
     optimizer = make_optimizer(params, config, peft_model.learning_rate_scales())
     state = TrainState(0, 0, 0, optimizer, make_scheduler(optimizer, warmup_steps(config, total), total))
     result = TrainResult(steps=0, epochs=0.0, examples_seen=0)
-    loop = _Loop(peft_model, list(params.values()), ddp, task, tokenizer, config, state, total,
+    loop = _Loop(peft_model, list(params.values()), engine, task, tokenizer, config, state, total,
                  batches_per_epoch, dev, result, checkpoint_dir)
     loop.on_log = on_log if ddp.main else None
     if resume_from is not None:
@@ -183,9 +185,11 @@ def train(
         evaluated = time.perf_counter()
         if result.evaluations and result.evaluations[-1]["step"] == state.step and not config.generate:
             result.final_metrics = result.evaluations[-1]["dev"]
-        elif dev and ddp.main:
+        elif dev and (ddp.main or engine.sharded):  # sharded, every rank takes part in each forward
             bar.show(description="evaluate")
-            result.final_metrics = _evaluate(peft_model, task, tokenizer, config, dev, final=True)
+            with distributed.evaluating(peft_model):
+                metrics = _evaluate(peft_model, task, tokenizer, config, dev, final=True)
+            result.final_metrics = metrics if ddp.main else {}
             loop.notify("eval", {"step": state.step, **result.final_metrics})
         result.eval_time_s += time.perf_counter() - evaluated
         bar.show(description="done")
@@ -194,8 +198,10 @@ def train(
     result.peak_rss_mb = peak_rss_mb()
     if ddp.device.type == "cuda":
         result.peak_gpu_memory_mb = torch.cuda.max_memory_allocated(ddp.device) / 2**20
-    if out_dir is not None and ddp.main:
-        write_run(out_dir, peft_model, task, config, result)
+    if out_dir is not None:
+        with distributed.whole_adapters(peft_model):  # sharded: the adapter tensors gathered on every rank
+            if ddp.main:
+                write_run(out_dir, peft_model, task, config, result)
     ddp.barrier()
     return result
 
@@ -211,14 +217,13 @@ def training_steps(peft_model: PeftModel, task: Task, tokenizer, config: TrainCo
     params = peft_model.trainable_parameters()
     if not params:
         raise ConfigError("the model has no trainable parameters: apply an adapter first")
-    device = resolve_device(config.device)
-    peft_model.to(device)
+    engine = distributed.parallelize(peft_model, distributed.Distributed(0, 1, resolve_device(config.device)))
     batches_per_epoch = math.ceil(len(task.train) / config.batch_size)
     total = config.max_steps or 1
     optimizer = make_optimizer(params, config, peft_model.learning_rate_scales())
     state = TrainState(0, 0, 0, optimizer, make_scheduler(optimizer, warmup_steps(config, total), total))
-    loop = _Loop(peft_model, list(params.values()), distributed.Distributed(0, 1, device), task, tokenizer,
-                 config, state, total, batches_per_epoch, (), TrainResult(0, 0.0, 0), None)
+    loop = _Loop(peft_model, list(params.values()), engine, task, tokenizer, config, state, total,
+                 batches_per_epoch, (), TrainResult(0, 0.0, 0), None)
     loop.start()
     return loop
 
@@ -258,16 +263,17 @@ class _Loop:
     several ranks each holds its share, summed over the ranks when it is read.
     """
 
-    def __init__(self, peft_model: PeftModel, params: list[torch.nn.Parameter], ddp: distributed.Distributed,
+    def __init__(self, peft_model: PeftModel, params: list[torch.nn.Parameter], engine: distributed.Engine,
                  task: Task, tokenizer, config: TrainConfig, state: TrainState, total: int, batches_per_epoch: int,
                  dev, result: TrainResult, checkpoint_dir: str | Path | None) -> None:
-        self.model, self.params, self.ddp, self.task, self.tokenizer = peft_model, params, ddp, task, tokenizer
+        self.model, self.params, self.task, self.tokenizer = peft_model, params, task, tokenizer
+        self.engine, self.ddp = engine, engine.dist
         self.config, self.state, self.total, self.batches_per_epoch = config, state, total, batches_per_epoch
         self.dev, self.result, self.checkpoint_dir = dev, result, checkpoint_dir
         self.collate = make_collator(task, tokenizer, config.max_length, config.chat)
         self.orders: dict[int, list[int]] = {}
         self.step_times: list[float] = []
-        self.window_loss = torch.zeros((), device=ddp.device)  # summed step losses since the last log
+        self.window_loss = torch.zeros((), device=self.ddp.device)  # summed step losses since the last log
         self.window_steps, self.window_examples = 0, 0
         self.resumed: tuple[Path, dict[str, Any]] | None = None  # (checkpoint, its state.json) after resume()
         self.memory: TensorPeakTracker | None = None  # counts live tensor bytes when set (track_memory)
@@ -336,21 +342,21 @@ class _Loop:
         """One optimizer step over this rank's share of the next grad_accum micro-batches."""
         started, state, config = time.perf_counter(), self.state, self.config
         rows = _step_indices(state, config, len(self.task.train), self.batches_per_epoch, self.orders)
-        batches = [self.collate([self.task.train[i] for i in mine]) if mine else None
-                   for mine in map(self.ddp.shard, rows)]
+        mine = [self.ddp.shard(micro) for micro in rows]
+        batches = [self.collate([self.task.train[i] for i in own]) if own else None for own in mine]
         local_items = [loss_items(b["labels"]) if b is not None else 0 for b in batches]
         step_items = max(1, sum(self.ddp.sum_counts(local_items)))
         shape = max((tuple(b["input_ids"].shape) for b in batches if b is not None), default=(0, 0))
         with self._memory_scope(shape):
-            for batch, items in zip(batches, local_items):
-                if batch is None:
-                    continue
+            for index, (batch, items) in enumerate(zip(batches, local_items)):
+                if batch is None:  # no rows here: a stand-in row of weight 0 keeps the ranks' collectives in step
+                    batch = self.collate([self.task.train[rows[index][0]]])
                 batch = {k: v.to(self.ddp.device, non_blocking=True) for k, v in batch.items()}
-                with torch.autocast(self.ddp.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                    loss = self.model(**batch).loss.float() * (items / step_items)
-                loss.backward()
+                with self.engine.accumulate(last=index == len(batches) - 1):
+                    with torch.autocast(self.ddp.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                        loss = self.engine.module(**batch).loss.float() * (items / step_items)
+                    loss.backward()
                 self.window_loss += loss.detach()
-            self.ddp.reduce_gradients(self.params)
             if config.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
             state.optimizer.step()
@@ -438,11 +444,15 @@ class _Loop:
         self.ddp.barrier()
 
     def evaluate(self) -> None:
-        """Score the dev set on rank 0 (the other ranks wait) and record it."""
+        """Score the dev set on rank 0 (the other ranks wait; sharded, they compute with it) and record it."""
+        if self.engine.sharded and not self.ddp.main:
+            with distributed.evaluating(self.model):
+                _evaluate(self.model, self.task, self.tokenizer, self.config, self.dev)
         if self.ddp.main:
             evaluated = time.perf_counter()
             self.bar.show(description="evaluate")
-            metrics = _evaluate(self.model, self.task, self.tokenizer, self.config, self.dev)
+            with distributed.evaluating(self.model):
+                metrics = _evaluate(self.model, self.task, self.tokenizer, self.config, self.dev)
             self.result.evaluations.append({"step": self.state.step, "epoch": round(self.epoch, 4), "dev": metrics})
             self.notify("eval", {"step": self.state.step, **metrics})
             self.bar.show(description="train")

@@ -33,6 +33,7 @@ from peftlab.core.targets import (
 )
 from peftlab.errors import MergeError
 from peftlab.methods.lora.config import DECLARATION, DEFAULT_ROLES, LoraConfig
+from peftlab.methods.lora.fused import fused_lora_forward
 
 
 class _LoraBase(AdapterLayer):
@@ -174,6 +175,9 @@ class LoraLinear(_LoraBase):
         return F.linear(hidden, lora_b) * self.scaling[name]
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        fused = None if args or kwargs else fused_lora_forward(self, x)  # one autograd node, see fused.py
+        if fused is not None:
+            return fused
         result = self.base_layer(x, *args, **kwargs)
         return self.add_adapter_outputs(result, x)
 
