@@ -21,18 +21,19 @@ import typer
 @dataclass(frozen=True)
 class Domain:
     """The values a numeric flag accepts: integers or finite numbers from `low` (excluded if
-    `low_open`) up to `high`. NaN and the infinities are never accepted."""
+    `low_open`) up to `high` (excluded if `high_open`). NaN and the infinities are never accepted."""
 
     integer: bool
     low: float
     high: float | None = None
     low_open: bool = False
+    high_open: bool = False
 
     @property
     def description(self) -> str:
         kind = "an integer" if self.integer else "a finite number"
         if self.high is not None:
-            return f"{kind} in [{self.low:g}, {self.high:g}]"
+            return f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
         return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
 
     def accepts(self, value: Any) -> bool:
@@ -41,7 +42,8 @@ class Domain:
         if self.integer and value != int(value):
             return False
         above = value > self.low if self.low_open else value >= self.low
-        return above and (self.high is None or value <= self.high)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
 
 
 COUNT = Domain(integer=True, low=1)
@@ -50,6 +52,7 @@ CLASSES = Domain(integer=True, low=2)  # a classifier separates at least two cla
 POSITIVE = Domain(integer=False, low=0, low_open=True)
 NON_NEGATIVE = Domain(integer=False, low=0)
 FRACTION = Domain(integer=False, low=0, high=1)
+HELD_OUT = Domain(integer=False, low=0, high=1, high_open=True)  # a part of the rows that leaves some behind
 
 FLAG_DOMAINS: dict[str, Domain] = {
     # method config flags
@@ -66,7 +69,7 @@ FLAG_DOMAINS: dict[str, Domain] = {
     # comparison
     "--seeds": COUNT, "--sweep-seeds": COUNT, "--parallel": COUNT, "--timing-seconds": POSITIVE,
     # data and task
-    "--max-train": COUNT, "--max-dev": COUNT, "--num-labels": CLASSES, "--seq-len": COUNT,
+    "--max-train": COUNT, "--max-dev": COUNT, "--dev-fraction": HELD_OUT, "--num-labels": CLASSES, "--seq-len": COUNT,
     "--examples": COUNT, "--tasks": COUNT, "--storage-mb": POSITIVE, "--processes": COUNT,
     "--dev-fraction": FRACTION,  # the data's check then refuses 1 (no training rows would be left)
 }
