@@ -71,7 +71,6 @@ FLAG_DOMAINS: dict[str, Domain] = {
     # data and task
     "--max-train": COUNT, "--max-dev": COUNT, "--dev-fraction": HELD_OUT, "--num-labels": CLASSES, "--seq-len": COUNT,
     "--examples": COUNT, "--tasks": COUNT, "--storage-mb": POSITIVE, "--processes": COUNT,
-    "--dev-fraction": FRACTION,  # the data's check then refuses 1 (no training rows would be left)
 }
 
 

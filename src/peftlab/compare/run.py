@@ -342,7 +342,7 @@ def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True
                                  f"and --resume {out_dir}") from None
     finally:
         runner.close()  # interrupted: every running worker stops (its run is lost, finished ones are kept)
-        _stopping.clear()  # the stop was this comparison's: later workers in this process may start
+        allow_workers()  # the stop was this comparison's: later workers in this process may start
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
     results = run.write(trained, timing, zero_shot)
