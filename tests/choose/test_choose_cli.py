@@ -19,7 +19,7 @@ def invoke(*args):
 def test_table_output_cites_the_seeds():
     result = invoke("--task", "classification", "--model", "bert-base", "--memory", "8")
     assert result.exit_code == 0, result.output
-    for words in ("LoRA", "r=4", "seed 003, Decision Tree", "Next steps for #1 LoRA",
+    for words in ("LoRA", "r=4", "source 003, Decision Tree", "Next steps for #1 LoRA",
                   "if underfitting", "Where the seeds disagree"):
         assert words in result.stdout
 

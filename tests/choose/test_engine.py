@@ -40,7 +40,7 @@ def test_lora_that_fits_stays_lora():
 
 
 def test_lora_that_does_not_fit_falls_back_to_qlora():
-    """seed 000, General-Purpose 2: 'Use 4-bit QLoRA if you're GPU-memory constrained'."""
+    """source 000, General-Purpose 2: 'Use 4-bit QLoRA if you're GPU-memory constrained'."""
     inputs = ChooseInputs(task="instruction-following", memory=24)
     lora_needs = estimate("llama-2-7b", "lora", r=8, alpha=16,
                           target_modules=("q_proj", "k_proj", "v_proj", "o_proj")).memory.total
@@ -53,7 +53,7 @@ def test_lora_that_does_not_fit_falls_back_to_qlora():
 
 
 def test_fallback_checkpoints_before_cutting_rank():
-    """seed 000, Extreme Resource Constraints: gradient checkpointing and QLoRA r=8; checkpointing
+    """source 000, Extreme Resource Constraints: gradient checkpointing and QLoRA r=8; checkpointing
     first because rank barely moves the memory (rules.json memory.checkpointing note)."""
     best = choose(ChooseInputs(task="domain-adaptation", memory=10)).best  # LoRA r=16, all-linear
     assert best.method == "qlora" and best.config["r"] == 16 and best.gradient_checkpointing

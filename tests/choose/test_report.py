@@ -47,7 +47,7 @@ def test_ranking_under_constraints_and_override_sentences(tmp_path):
     excluded = dict(result.excluded)
     assert excluded["full fine-tuning"].startswith("peak memory 5.00 GB > 4 GB")
     assert excluded["prefix tuning"] == "failed: out of memory"
-    said = "the rule of thumb said prompt tuning for classification (seed 003, Decision Tree"
+    said = "the rule of thumb said prompt tuning for classification (source 003, Decision Tree"
     assert any(line.startswith("measured: prompt tuning 10.0 points below LoRA on your data; " + said)
                for line in result.overrides)
     assert any(line.startswith("measured: IA³ 2.0 points below LoRA") for line in result.overrides)

@@ -1,5 +1,5 @@
-"""Table-driven tests: every branch of seed 003's decision tree, every row of its Quick Reference
-and Task-Specific tables, and seed 000's constraints, each written down here from the seed text
+"""Table-driven tests: every branch of source 003's decision tree, every row of its Quick Reference
+and Task-Specific tables, and source 000's constraints, each written down here from the seed text
 (independently of rules.json) and checked against `choose()`.
 
 A final test checks that these cases together fire every rule of the table, so a rule added to
@@ -33,7 +33,7 @@ def assert_config(candidate, expected):
         assert actual == value, f"{candidate.method}.{key}: {actual!r} != {value!r}"
 
 
-# seed 003, Decision Tree: (branch, inputs, first method, its config, the rule that decides)
+# source 003, Decision Tree: (branch, inputs, first method, its config, the rule that decides)
 DECISION_TREE = [
     ("latency critical -> LoRA (can merge weights)",
      dict(task="generation", latency_critical=True), "lora", {"merge": True}, "tree.latency"),
@@ -55,7 +55,7 @@ def test_decision_tree_branch(branch, inputs, first, config, rule):
     assert rec.best.method == first
     assert_config(rec.best, config)
     assert rule in [r.rule for r in rec.best.reasons]
-    assert any(r.source == "seed 003, Decision Tree" for r in rec.best.reasons)
+    assert any(r.source == "source 003, Decision Tree" for r in rec.best.reasons)
 
 
 def test_decision_tree_is_first_match_in_seed_order():
@@ -67,20 +67,20 @@ def test_decision_tree_is_first_match_in_seed_order():
 
 
 def test_simple_task_names_both_methods_lora_first():
-    """seed 003 says 'Prompt Tuning or LoRA (r=4)'; seed 000's GLUE order puts LoRA first."""
+    """source 003 says 'Prompt Tuning or LoRA (r=4)'; source 000's GLUE order puts LoRA first."""
     rec = run(task="classification")
     assert methods(rec)[:2] == ["lora", "prompt"]
     assert "tree.simple-task" in rec.resolutions
 
 
 def test_compute_limited_prefers_prompt_over_seed_000_qlora():
-    """seed 000 (Extreme Resource Constraints) says QLoRA r=8; on a CPU seed 003's prompt wins."""
+    """source 000 (Extreme Resource Constraints) says QLoRA r=8; on a CPU source 003's prompt wins."""
     rec = run(task="instruction-following", memory="cpu")
     assert rec.best.method == "prompt" and "qlora" not in methods(rec)
     assert "QLoRA" in rec.resolutions["tree.compute"]
 
 
-# seed 003, Quick Reference: (need, first methods in order, config of the first)
+# source 003, Quick Reference: (need, first methods in order, config of the first)
 QUICK_REFERENCE = [
     ("max-efficiency", ["prompt"], {"num_virtual_tokens": 20}),
     ("balance", ["lora"], {"r": 8, "alpha": 16}),
@@ -96,21 +96,21 @@ def test_quick_reference_row(goal, first, config):
     rec = run(task="generation", goal=goal)
     assert methods(rec)[:len(first)] == first
     assert_config(rec.best, config)
-    assert rec.best.reasons[0].source == "seed 003, Quick Reference"
+    assert rec.best.reasons[0].source == "source 003, Quick Reference"
 
 
 def test_max_quality_high_rank_end_with_ample_data():
-    """'LoRA with high rank': seed 000 General-Purpose 3 (32-64); 64 once examples >= 10,000."""
+    """'LoRA with high rank': source 000 General-Purpose 3 (32-64); 64 once examples >= 10,000."""
     rec = run(task="generation", goal="max-quality", examples=50_000)
     assert_config(rec.best, {"r": 64, "alpha": 128})
 
 
-# seed 003, Task-Specific Recommendations (+ seed 000's orders): task -> (methods in order,
+# source 003, Task-Specific Recommendations (+ source 000's orders): task -> (methods in order,
 # LoRA config with unknown data size, LoRA rank with >= 10,000 examples)
 TASKS = [
     ("classification", ["lora", "prompt", "adapters", "ia3", "prefix"],
      {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": QV}, 4),
-    # DoRA's own rule (its paper, Sec. 5) follows the seeds' rows.
+    # DoRA's own rule (its paper, Sec. 5) follows the source documents' rows.
     ("instruction-following", ["lora", "ia3", "prefix", "dora"], {"r": 8, "alpha": 16, "target_modules": QKVO}, 16),
     ("domain-adaptation", ["lora", "adapters", "full"], {"r": 16, "alpha": 32, "target_modules": "all-linear"}, 32),
     ("style-persona", ["lora", "prefix"], {"r": 8, "alpha": 16, "target_modules": QV}, 8),
@@ -140,11 +140,11 @@ def test_target_modules_per_architecture(model, qv, qkvo):
     assert run(task="code-generation", model=model).best.config["target_modules"] == qkvo
 
 
-# seed 000's "When to use / Avoid ... when" constraints: (inputs, rule, check)
+# source 000's "When to use / Avoid ... when" constraints: (inputs, rule, check)
 CONSTRAINTS = [
     (dict(task="classification", examples=500), "data.few-shot",
      lambda rec: "ia3" in methods(rec) and methods(rec)[-1] == "prompt"
-     and rec.candidates[-1].cautions[0].source == "seed 000, When to Use Prompt Tuning"),
+     and rec.candidates[-1].cautions[0].source == "source 000, When to Use Prompt Tuning"),
     (dict(task="generation", num_tasks=5000), "serving.multi-tenant", lambda rec: "prompt" in methods(rec)),
     (dict(task="domain-adaptation", latency_critical=True), "latency.avoid-overhead",
      lambda rec: methods(rec) == ["lora", "full", "adapters"]),
@@ -167,7 +167,7 @@ def test_production_keeps_adapters_when_tasks_combine():
     assert "production.avoid-adapters" not in rec.fired
 
 
-# seed 003, Summary (Factor -> Recommendation): (factor, inputs, first methods in order, LoRA rank)
+# source 003, Summary (Factor -> Recommendation): (factor, inputs, first methods in order, LoRA rank)
 SUMMARY = [
     ("simple task + low compute -> Prompt Tuning", dict(task="classification", memory="cpu"), ["prompt"], None),
     ("general purpose -> LoRA (r=8)", dict(task="generation"), ["lora"], 8),
@@ -187,7 +187,7 @@ def test_summary_row(factor, inputs, first, r):
         assert next(c for c in rec.candidates if c.method == "lora").config["r"] == r
 
 
-# seed 003, Common Pitfalls: (mistake, check that choose() avoids it)
+# source 003, Common Pitfalls: (mistake, check that choose() avoids it)
 PITFALLS = [
     ("starting with full FT", lambda: all(run(task=t).best.method != "full" for t, *_ in TASKS)),
     ("rank too high: start low", lambda: run(task="domain-adaptation").best.config["r"] == 16),
@@ -203,7 +203,7 @@ def test_pitfall_avoided(mistake, avoided):
     assert avoided()
 
 
-# seed 003, Inference Overhead ("Can Merge?") and seed 000, Inference Impact (IA³ folds)
+# source 003, Inference Overhead ("Can Merge?") and source 000, Inference Impact (IA³ folds)
 MERGEABLE = [("lora", True), ("qlora", True), ("ia3", True), ("adapters", False), ("prefix", False),
              ("prompt", False)]
 
@@ -255,5 +255,5 @@ def test_every_reason_cites_a_seed_section_or_a_methods_own_paper():
     cited += [f["source"] for f in table["memory_fallbacks"]]
     cited += [s["source"] for steps in table["next_steps"].values() for kind in steps.values() for s in kind]
     papers = tuple(f"{d.label} (" for d in declarations() if d.paper)  # "DoRA (Liu et al. 2024, ...)"
-    uncited = [source for source in cited if not source.startswith(("seed 000, ", "seed 003, ", *papers))]
+    uncited = [source for source in cited if not source.startswith(("source 000, ", "source 003, ", *papers))]
     assert not uncited, uncited

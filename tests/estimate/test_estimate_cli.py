@@ -59,7 +59,7 @@ def test_seeds_and_scaling_tables_print():
     for text in ("16.78M", "100.1 GB", "0.887M", "~50M", "full/QLoRA", "llama-2-70b"):
         assert text in result.stdout
     data = json.loads(run("--source-tables", "--json").stdout)["seeds"]
-    adapters = data["seed 003: 7B parameters and storage"][3]
+    adapters = data["source 003: 7B parameters and storage"][3]
     assert adapters["params"] == 33_820_672 and "does not follow" in adapters["assumption"]
 
 

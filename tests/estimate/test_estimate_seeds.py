@@ -1,4 +1,4 @@
-"""Every number of the seeds' parameter and memory tables, reproduced exactly."""
+"""Every number of the source documents' parameter and memory tables, reproduced exactly."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""`peftlab choose`: the seeds' decision framework as a rule table (`rules.json`) and a pure
+"""`peftlab choose`: the source documents' decision framework as a rule table (`rules.json`) and a pure
 function over it, plus recommendations from measured `peftlab compare` results.
 
     choose(ChooseInputs(task="classification", model="bert-base", memory=8)) -> Recommendation

@@ -1,4 +1,4 @@
-"""`choose()`: the seeds' decision framework (`rules.json`) evaluated for one situation.
+"""`choose()`: the source documents' decision framework (`rules.json`) evaluated for one situation.
 
     inputs ──rank()──▶ ordered methods + cited reasons + config "recipes"     (rules only)
            ──concretize──▶ configs for the model's architecture (rank ranges, α = 2r, targets)
@@ -21,7 +21,7 @@ from peftlab.errors import ConfigError
 from peftlab.estimate import Settings, estimate, model_shape
 
 SCHEMA = "peftlab.choose/1"
-GB = 1e9  # the seeds' GB (14 GB for 7e9 fp16 weights)
+GB = 1e9  # the source documents' GB (14 GB for 7e9 fp16 weights)
 _TABLE = load_rules()
 TASKS = tuple(_TABLE["tasks"])
 GOALS = tuple(_TABLE["goals"])
@@ -134,7 +134,7 @@ def rank(inputs: ChooseInputs, table: dict = _TABLE) -> Ranking:
 
 
 def pick_ranges(recipe: dict, facts: dict, table: dict = _TABLE) -> dict:
-    """A [low, high] range (e.g. seed 003's "r=8-16") takes its end by the `ranges` rule."""
+    """A [low, high] range (e.g. source 003's "r=8-16") takes its end by the `ranges` rule."""
     high = matches(table["ranges"]["high_when"], facts)
     return {k: (v[1] if high else v[0]) if isinstance(v, list) else v for k, v in recipe.items()}
 

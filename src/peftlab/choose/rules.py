@@ -1,12 +1,12 @@
 """The rule table (`rules.json` + each method's `choose.json`): loading, validation, the matcher.
 
-The seeds' decision framework lives in `rules.json` as data so that it can be read, diffed and
+The source documents' decision framework lives in `rules.json` as data so that it can be read, diffed and
 tested row by row; what `choose` knows about one method (its recipe, inference cost, next steps
 and any rules citing its own paper) is that method's `choose.json`, named by its declaration and
 merged in here, with its label and mergeability read from the declaration itself. This module
 only knows the table's shape. A rule is
 
-    {"id", "group", "when": {fact: condition}, "source": "seed 003, Decision Tree",
+    {"id", "group", "when": {fact: condition}, "source": "source 003, Decision Tree",
      "text": "...", "note": why this rule wins where the seeds disagree,
      "recommend": [method | {"method", "set", "source", "text"}], "demote": [method],
      "demote_because": {"source", "text"}, "advice": true}

@@ -1,4 +1,4 @@
-"""`peftlab choose`: which PEFT method and configuration, from the seeds' decision framework.
+"""`peftlab choose`: which PEFT method and configuration, from the source documents' decision framework.
 
     peftlab choose --task classification --model bert-base --memory 8
     peftlab choose --task instruction-following --model llama-2-7b --memory 16 --examples 50000

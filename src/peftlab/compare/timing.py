@@ -121,7 +121,7 @@ def _ratio(numerator: list[list[float]], denominator: list[list[float]]) -> Inte
 
 def timing_reference(plan: ComparePlan) -> str:
     """The method whose step time the others are compared with: full fine-tuning when compared
-    (the seeds' "vs. full fine-tuning"), else the first method of the plan."""
+    (the source documents' "vs. full fine-tuning"), else the first method of the plan."""
     names = [m.method for m in plan.methods]
     return REFERENCE_METHOD if REFERENCE_METHOD in names else names[0]
 

@@ -59,7 +59,7 @@ class LinearSpec:
 class ModelShape:
     """The architecture numbers every estimate is computed from.
 
-    `total_override` replaces the derived total (the seeds' simplified model states
+    `total_override` replaces the derived total (the source documents' simplified model states
     "7e9 parameters" rather than deriving it); `None` means count exactly.
     """
 

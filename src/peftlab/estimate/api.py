@@ -95,7 +95,7 @@ def footprint_of(config: MethodConfig | CombinationConfig) -> Footprint:
 def _notes(shape: ModelShape, method: Footprint, settings: Settings) -> tuple[str, ...]:
     notes = list(method.notes(shape))
     if shape.total_override is not None:
-        notes.append(f"total parameters taken as {shape.total_override:,} (the seeds' model)")
+        notes.append(f"total parameters taken as {shape.total_override:,} (the source documents' model)")
     if settings.memory_model == "seed":
         notes.append("seed memory model: frozen weights 2 B, trainable weights 2 B, gradients "
                      "4 B, AdamW 8 B per parameter, activations B·T·d·2·4·L")

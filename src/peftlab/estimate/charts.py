@@ -1,4 +1,4 @@
-"""PNG charts like the seeds' figures: trainable parameters (log scale) and stacked memory.
+"""PNG charts like the source documents' figures: trainable parameters (log scale) and stacked memory.
 
 matplotlib is imported inside the functions (Agg backend), so the estimator stays instant and
 free of plotting imports unless a chart is asked for.

@@ -1,6 +1,6 @@
 """Training memory = weights + gradients + optimizer states + activations, two models.
 
-"seed": the seeds' `estimate_training_memory`, verbatim in arithmetic (fp16 frozen weights,
+"seed": the source documents' `estimate_training_memory`, verbatim in arithmetic (fp16 frozen weights,
 trainable weights at 2 bytes, fp32 gradients 4·t, AdamW 2·4·t, activations
 B·T·d·2·4·L), so its tables reproduce exactly.
 
@@ -72,7 +72,7 @@ class Memory:
 
 def seed_memory(total_params: int, trainable_params: int, *, batch_size: int = 4,
                 seq_len: int = 512, hidden_dim: int = 4096, num_layers: int = 32) -> Memory:
-    """The seeds' `estimate_training_memory(precision="fp16")`, term by term."""
+    """The source documents' `estimate_training_memory(precision="fp16")`, term by term."""
     bytes_per_param = 2
     weights = (total_params - trainable_params) * 2 + trainable_params * bytes_per_param
     activations = batch_size * seq_len * hidden_dim * bytes_per_param * 4 * num_layers

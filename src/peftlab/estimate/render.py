@@ -97,11 +97,11 @@ def seed_rows() -> dict[str, list[dict]]:
     scaling = [{"size": size, "seed full FT": full, "seed LoRA": lora, "seed savings": saving,
                 "float32 weights only": _size(float(size[:-1]) * 1e9 * 4)}
                for size, (full, lora, saving) in printed.items()]
-    return {"seed 000: 7B parameters and memory (batch 4, seq 512, seed memory model)":
+    return {"source 000: 7B parameters and memory (batch 4, seq 512, seed memory model)":
             params_memory,
-            "seed 000: DistilBERT counted by HF PEFT (2 labels)": distilbert,
-            "seed 003: 7B parameters and storage": seven_b,
-            "seed 003: scaling table as printed": scaling,
+            "source 000: DistilBERT counted by HF PEFT (2 labels)": distilbert,
+            "source 003: 7B parameters and storage": seven_b,
+            "source 003: scaling table as printed": scaling,
             "notes": [{"note": SEED_000_MEMORY_NOTE}, {"note": DISTILBERT_NOTE},
                       {"note": SEED_003_SCALING["note"]}]}
 

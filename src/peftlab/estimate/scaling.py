@@ -1,6 +1,6 @@
 """Scaling table: full fine-tuning vs LoRA vs QLoRA memory across model sizes, one rule.
 
-Why: seed 003's scaling table mixes precisions (see `seeds.SEED_003_SCALING`); this one applies
+Why: source 003's scaling table mixes precisions (see `seeds.SEED_003_SCALING`); this one applies
 the detailed memory model to real shapes (1B: LLaMA-3.2-1B, then LLaMA-2 7B/13B/70B), all in
 bf16 mixed precision with AdamW, LoRA r = 8 on q_proj, v_proj, QLoRA the same over NF4.
 """

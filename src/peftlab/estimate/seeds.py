@@ -1,9 +1,9 @@
-"""The seeds' parameter and memory tables, recomputed by `estimate()`, with their assumptions.
+"""The source documents' parameter and memory tables, recomputed by `estimate()`, with their assumptions.
 
-Seed 000 ("PEFT Comparison") computes a 7B table from formulas on the "seed-7b" shape
+Source 000 ("PEFT Comparison") computes a 7B table from formulas on the "seed-7b" shape
 (d = 4096, L = 32, FFN 11008, total stated as 7e9) and a memory table with its
 `estimate_training_memory` at batch 4, sequence 512; it also prints Hugging Face PEFT counts
-for DistilBERT. Seed 003 ("Choosing a Method") gives rounded 7B figures and a scaling table.
+for DistilBERT. Source 003 ("Choosing a Method") gives rounded 7B figures and a scaling table.
 Each row keeps the seed's printed value next to ours, and a note where they part.
 """
 
@@ -27,7 +27,7 @@ class SeedRow:
     assumption: str = ""
 
 
-# Seed 000, "Parameter Efficiency Comparison for 7B Model" and "Memory Estimates (Batch Size=4,
+# Source 000, "Parameter Efficiency Comparison for 7B Model" and "Memory Estimates (Batch Size=4,
 # Seq Len=512)": trainable, % of model, weights, optimizer, total.
 SEED_000 = (
     SeedRow("Prompt Tuning", "prompt", {"num_virtual_tokens": 100},
@@ -63,7 +63,7 @@ SEED_000_MEMORY_NOTE = (
     "activations from the shape (B·T·d·2·4·L) and counts the trainable weights at 2 bytes, "
     "so the code prints 100.1 GB and 16.3 GB. The table reproduces the code.")
 
-# Seed 000, "PEFT Method Comparison (distilbert-base-uncased)", counted by Hugging Face PEFT on
+# Source 000, "PEFT Method Comparison (distilbert-base-uncased)", counted by Hugging Face PEFT on
 # DistilBertForSequenceClassification (2 labels).
 SEED_000_DISTILBERT = (
     SeedRow("Full FT", "full", {}, {"total": "67.0M", "trainable": "66.955M",
@@ -83,7 +83,7 @@ DISTILBERT_NOTE = (
     "the seed's prose (\"Prompt Tuning uses under 0.01%, LoRA about 0.5%\") contradicts its "
     "own table (0.899%, 1.308%).")
 
-# Seed 003, "Parameter Efficiency" for a 7B model: params, storage.
+# Source 003, "Parameter Efficiency" for a 7B model: params, storage.
 SEED_003 = (
     SeedRow("Prompt Tuning (20 tokens)", "prompt", {"num_virtual_tokens": 20},
             {"params": "~80K", "storage": "~300KB"}, "20 × d = 81,920; storage in float32"),
@@ -101,7 +101,7 @@ SEED_003 = (
             "7e9 × 4 bytes (float32)"),
 )
 
-# Seed 003, "Scaling Behavior": its figures, and why they do not follow from one rule.
+# Source 003, "Scaling Behavior": its figures, and why they do not follow from one rule.
 SEED_003_SCALING = {
     "printed": {"1B": ("~4GB", "~1GB", "4x"), "7B": ("~28GB", "~8GB", "3.5x"),
                 "70B": ("~280GB", "~40GB", "7x")},
@@ -114,7 +114,7 @@ SEED_003_SCALING = {
 
 
 def seed_000() -> list[tuple[SeedRow, Estimate]]:
-    """Seed 000's 7B rows on "seed-7b" with its own memory model (batch 4, sequence 512)."""
+    """Source 000's 7B rows on "seed-7b" with its own memory model (batch 4, sequence 512)."""
     settings = Settings(memory_model="seed", batch_size=4, seq_len=512)
     return [(row, estimate("seed-7b", row.method, settings, **row.hyperparams))
             for row in SEED_000]
@@ -136,15 +136,15 @@ def seed_000_distilbert() -> list[tuple[SeedRow, Estimate, int, int]]:
 
 
 def seed_003() -> list[tuple[SeedRow, Estimate]]:
-    """Seed 003's 7B parameter/storage rows on "seed-7b"."""
+    """Source 003's 7B parameter/storage rows on "seed-7b"."""
     return [(row, estimate("seed-7b", row.method, **row.hyperparams)) for row in SEED_003]
 
 
 def format_params(n: float) -> str:
-    """Seed 000's style: millions with two decimals, billions with one."""
+    """Source 000's style: millions with two decimals, billions with one."""
     return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
 
 
 def format_percent(p: float) -> str:
-    """Seed 000's style: four decimals, one at 100%."""
+    """Source 000's style: four decimals, one at 100%."""
     return f"{p:.1f}%" if p >= 100 else f"{p:.4f}%"

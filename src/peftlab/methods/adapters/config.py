@@ -32,7 +32,7 @@ class AdapterConfig(MethodConfig):
     parallel: the adapter reads the sublayer's input instead of its output.
     scaling: s, the factor on the adapter's output (> 0).
     use_bias: the down and up projections have biases (AdapterHub's default); without them an
-        adapter has 2·d·m parameters, the count seed 000's formula uses.
+        adapter has 2·d·m parameters, the count source 000's formula uses.
     """
 
     method: ClassVar[str] = "adapters"

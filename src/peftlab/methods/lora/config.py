@@ -17,7 +17,7 @@ from peftlab.core.footprint import Footprint, bias_params, kept_layers, labels
 from peftlab.core.shapes import LinearSpec, ModelShape
 
 # Targets when the config names none: the attention query and value projections (the LoRA
-# paper's choice and the seeds' "start with Q+V"), as roles of the architecture table.
+# paper's choice and the source documents' "start with Q+V"), as roles of the architecture table.
 DEFAULT_ROLES = ("q", "v")
 
 
