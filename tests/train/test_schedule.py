@@ -54,6 +54,10 @@ def test_epoch_order_is_a_seeded_permutation():
     ({"warmup_ratio": 2.0}, "warmup_ratio=2.0"),
     ({"device": "tpu"}, "device='tpu'"),
     ({"max_steps": -1}, "max_steps=-1"),
+    ({"warmup_ratio": float("nan")}, "warmup_ratio=nan"),
+    ({"weight_decay": float("inf")}, "weight_decay=inf"),
+    ({"max_grad_norm": float("nan")}, "max_grad_norm=nan"),
+    ({"epochs": float("inf")}, "epochs=inf"),
 ])
 def test_train_config_rejects_bad_values_naming_them(changes, named):
     with pytest.raises(ConfigError, match=named.replace("(", r"\(")):

@@ -74,6 +74,12 @@ FLAG_DOMAINS: dict[str, Domain] = {
 }
 
 
+def takes_number(param) -> bool:
+    """Whether a typer parameter takes a number (its annotation's bare type, as typer reads it)."""
+    bare_type = getattr(param, "bare_type", None)
+    return callable(bare_type) and bare_type() in ("int", "float") and not getattr(param, "is_flag", False)
+
+
 def flag_name(param) -> str:
     """The flag a parameter is known by: its first long option (`--r` for `--r/--rank`)."""
     return next((opt for opt in param.opts if opt.startswith("--")), param.name or "")
@@ -92,10 +98,12 @@ def _checked(domain: Domain, flag: str, callback):
 
 
 def declare_flag_domains(command) -> Any:
-    """Make `command` check each of its flags named in `FLAG_DOMAINS` as it is parsed (in place,
-    idempotent). Works on the click command typer builds, whichever click it vendors."""
+    """Make `command` check each of its numeric flags named in `FLAG_DOMAINS` as it is parsed (in
+    place, idempotent). Works on the click command typer builds, whichever click it vendors. A flag
+    of the same name that takes text elsewhere (estimate's `--parallel true`, a bottleneck adapter
+    setting, vs compare's `--parallel 2`) is left alone."""
     for param in command.params:
-        domain = None if getattr(param, "is_flag", False) else FLAG_DOMAINS.get(flag_name(param))
+        domain = FLAG_DOMAINS.get(flag_name(param)) if takes_number(param) else None
         if domain is not None and getattr(param.callback, "domain", None) is None:
             param.callback = _checked(domain, flag_name(param), param.callback)
     return command

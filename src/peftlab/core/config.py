@@ -178,9 +178,10 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
                 *, low_inclusive: bool = True) -> None:
     """Raise ConfigError naming `name`, its value and the accepted range unless low <= value <= high.
 
-    For settings outside the method configs (runs, budgets); NaN is never in range.
+    For settings outside the method configs (runs, budgets); NaN and the infinities are never in
+    range (an infinite weight decay or epoch count is a typo, not a setting).
     """
-    not_number = isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
+    not_number = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
     too_low = not not_number and low is not None and (value < low if low_inclusive else value <= low)
     too_high = not not_number and high is not None and value > high
     if not_number or too_low or too_high:
