@@ -124,3 +124,17 @@ def test_folder_file_names_and_ambiguity(tmp_path):
     assert task.train[0].text == "x" and task.dev[0].text == "y"
     with pytest.raises(DataError, match="no train file.*a.csv, b.csv.*train_file="):
         load_task(str(tmp_path))
+
+
+def test_a_byte_order_mark_does_not_hide_the_first_column(tmp_path):
+    (tmp_path / "bom.csv").write_bytes("\ufefftext,label\na,1\nb,0\nc,1\n".encode("utf-8"))
+    task = load_task(str(tmp_path / "bom.csv"), dev_fraction=0)
+    assert [ex.text for ex in task.train] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("rows", [1, 5000])  # the bad byte in the first read block, or far past it
+def test_text_that_is_not_utf8_is_one_line_naming_the_file(tmp_path, rows):
+    body = b"".join(b"row %d,%d\n" % (i, i % 2) for i in range(rows))
+    (tmp_path / "latin.csv").write_bytes(b"text,label\n" + body + b"caf\xe9,1\n")
+    with pytest.raises(DataError, match=r"latin\.csv: .*(UTF-8|utf-8)"):
+        load_task(str(tmp_path / "latin.csv"), dev_fraction=0)

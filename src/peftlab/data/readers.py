@@ -61,9 +61,16 @@ def _quiet_datasets() -> Iterator[Any]:
             datasets.enable_progress_bars()
 
 
+ENCODING = "utf-8-sig"  # UTF-8, with the byte-order mark some spreadsheet exports put first dropped
+
+
 def _header(path: Path, delimiter: str, quoting: int) -> list[str]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle, delimiter=delimiter, quoting=quoting), None)
+    try:
+        with path.open(newline="", encoding=ENCODING) as handle:
+            header = next(csv.reader(handle, delimiter=delimiter, quoting=quoting), None)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: is not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+                        f"{error.start}); save it as UTF-8") from None
     if not header:
         raise DataError(f"{path}: the file is empty (a header line is required)")
     return header
@@ -92,7 +99,7 @@ def read_table(path: str | Path):
         if suffix in _DELIMITED:
             delimiter, quoting = _DELIMITED[suffix]
             columns = _header(path, delimiter, quoting)
-            options = dict(delimiter=delimiter, quoting=quoting, keep_default_na=False, na_filter=False,
+            options = dict(delimiter=delimiter, quoting=quoting, keep_default_na=False, na_filter=False, encoding=ENCODING,
                            features=datasets.Features({c: datasets.Value("string") for c in columns}))
         builder = "csv" if suffix in _DELIMITED else _BUILDERS[suffix]
         try:
