@@ -10,6 +10,7 @@ counted by the estimator, not here.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from peftlab.core.config import MethodConfig
@@ -17,14 +18,14 @@ from peftlab.core.shapes import LinearSpec, ModelShape
 
 
 @dataclass(frozen=True)
-class Footprint:
+class Footprint(ABC):
     """What `config`'s method trains and how it changes the backward pass (declared, not inferred)."""
 
     config: MethodConfig
 
+    @abstractmethod
     def breakdown(self, shape: ModelShape, num_labels: int | None) -> dict[str, int]:
-        """Trainable parameters by module type (without the head)."""
-        raise NotImplementedError(f"{type(self).__name__} declares no parameter count")
+        """Trainable parameters by module type (without the head): every method declares its count."""
 
     def saved_inputs(self, shape: ModelShape) -> tuple[LinearSpec, ...]:
         """Block linears whose input must be kept for backward (a weight-gradient needs it)."""

@@ -12,7 +12,8 @@ Under `torchrun --nproc_per_node=N` the same `train` call runs data-parallel (`t
 from peftlab.train.checkpoint import CheckpointError, find_checkpoint
 from peftlab.train.config import TrainConfig
 from peftlab.train.evaluate import evaluate
-from peftlab.train.loop import TrainingDivergedError, TrainResult, TrainState, train
+from peftlab.train.loop import train
+from peftlab.train.records import TrainingDivergedError, TrainResult, TrainState
 from peftlab.train.report import read_run, write_run
 from peftlab.train.runtime import resolve_device
 

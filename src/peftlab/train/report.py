@@ -35,8 +35,8 @@ from peftlab.errors import AdapterFileError
 from peftlab.io import PLAIN_NAME, child_path, replace_folder, write_json
 from peftlab.train.config import TrainConfig
 
-if TYPE_CHECKING:  # the loop imports this module to write its outputs
-    from peftlab.train.loop import TrainResult
+if TYPE_CHECKING:
+    from peftlab.train.records import TrainResult
 
 METRICS_NAME = "metrics.json"
 

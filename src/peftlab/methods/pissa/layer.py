@@ -16,6 +16,8 @@ adapter leaves the residual model, not the base, which the declaration says (`su
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
@@ -36,10 +38,10 @@ class ResidualInitLora(Lora):
         """Float linear layers, bare or in a LoRA layer (the residual needs the float weight)."""
         return _float_linear(module) or (type(module) is LoraLinear and _float_linear(module.base_layer))
 
+    @abstractmethod
     def initial_factors(self, weight: torch.Tensor, config: LoraConfig, scaling: float
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A (r × in), B (out × r)) from `weight` (out × in, float32)."""
-        raise NotImplementedError
+        """(A (r × in), B (out × r)) from `weight` (out × in, float32): each initialisation's own."""
 
     def inject(self, model: nn.Module, name: str, config: LoraConfig) -> list[str]:
         paths = super().inject(model, name, config)
