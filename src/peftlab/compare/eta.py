@@ -37,13 +37,12 @@ BAR_WIDTH = 24
 TIMING = "timing"        # the interleaved timing phase's name
 
 
-def calibrate(plan: ComparePlan, lengths: dict[str, Any]) -> dict[str, float]:
-    """Seconds of one full fine-tuning step and of one evaluation batch, measured here."""
+def calibrate(plan: ComparePlan, lengths: dict[str, Any], task) -> dict[str, float]:
+    """Seconds of one full fine-tuning step and of one evaluation batch of `task`, measured here."""
     import torch
 
-    from peftlab.compare.runs import load_base, load_compare_task
+    from peftlab.compare.runs import load_base
 
-    task = load_compare_task(plan)
     loaded = load_base(plan, task)
     model = loaded.model
     rows = plan.budget.batch_size

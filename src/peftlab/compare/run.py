@@ -49,6 +49,7 @@ from peftlab.compare.processes import allow_workers, spawn
 from peftlab.compare.results import assemble, versions
 from peftlab.compare.runs import load_compare_task
 from peftlab.compare.state import CompareState
+from peftlab.data.tasks import Task
 from peftlab.errors import ConfigError, PeftlabError
 from peftlab.io import write_json
 from peftlab.tables import TableData, print_tables
@@ -60,8 +61,9 @@ def run_info(plan: ComparePlan, command: str | None) -> dict[str, Any]:
             "load_average_start": list(os.getloadavg())}
 
 
-def fit_lengths(plan: ComparePlan, console: Console) -> tuple[ComparePlan, dict[str, Any]]:
-    """The plan with `max_length` fitted to the data (unless given), and the length facts."""
+def fit_lengths(plan: ComparePlan, console: Console) -> tuple[ComparePlan, dict[str, Any], Task]:
+    """The plan with `max_length` fitted to the data (unless given), the length facts, and the task
+    (read once here; the calibration trains on it)."""
     from peftlab.models.loading import load_tokenizer
 
     budget = plan.budget
@@ -78,7 +80,7 @@ def fit_lengths(plan: ComparePlan, console: Console) -> tuple[ComparePlan, dict[
                   f"{lengths['train_truncated']} training and {lengths['dev_truncated']} dev rows cut)")
     if lengths["warning"]:
         console.print(f"[yellow]warning:[/yellow] {lengths['warning']}")
-    return dataclasses.replace(plan, budget=dataclasses.replace(budget, max_length=lengths["max_length"])), lengths
+    return dataclasses.replace(plan, budget=dataclasses.replace(budget, max_length=lengths["max_length"])), lengths, task
 
 
 class CompareInterrupted(PeftlabError):
@@ -317,7 +319,7 @@ def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True
     out_dir.mkdir(parents=True, exist_ok=True)
     allow_workers()
     info = run_info(plan, command)
-    plan, lengths = fit_lengths(plan, console)
+    plan, lengths, task = fit_lengths(plan, console)
     state = CompareState(out_dir)
     if resume:
         state.resume(plan)
@@ -327,7 +329,7 @@ def run_compare(plan: ComparePlan, out_dir: str | Path, *, progress: bool = True
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
-        calibration = calibrate(plan, lengths)
+        calibration = calibrate(plan, lengths, task)
         eta = Eta(phases(plan, calibration), slots=runner.slots)
         console.print(f"estimated duration: about {eta.total_s / 60:.0f} min (a training step of full fine-tuning "
                       f"takes {calibration['step_s'] * 1000:.0f} ms here now); training runs: {runner.description}")
