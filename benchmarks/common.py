@@ -2,11 +2,13 @@
 
 This machine is shared and noisy, so every comparison runs its candidates round-robin inside one
 process (each repeat times every candidate once, in a rotating order) and reports medians with
-their interquartile range; ratios are taken between medians measured side by side.
+their interquartile range; ratios are taken between medians measured side by side, or, with
+`paired_ratio`, as the median of the per-round ratios with a bootstrap interval.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -38,6 +40,17 @@ def interleaved(candidates: dict[str, Callable[[], None]], repeats: int, warmup:
     return times
 
 
+def paired_ratio(numerator: list[float], denominator: list[float], resamples: int = 4000,
+                 seed: int = 0) -> dict[str, float]:
+    """The median of per-round ratios of two candidates timed in the same `interleaved` rounds,
+    with a 95 % percentile-bootstrap interval over rounds (load drifts cancel within a round)."""
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    return {"median": statistics.median(ratios), "low": medians[int(0.025 * resamples)],
+            "high": medians[int(0.975 * resamples) - 1], "rounds": len(ratios)}
+
+
 def load_average() -> str:
     """The 1-, 5- and 15-minute load averages (`/proc/loadavg`), to print beside every timing."""
     try:
@@ -54,13 +67,17 @@ def format_row(name: str, stats: dict[str, float], reference: dict[str, float] |
 
 
 def training_step(model: torch.nn.Module, parameters: Iterable[torch.nn.Parameter],
-                  batch: dict[str, torch.Tensor]) -> Callable[[], None]:
-    """One forward + backward + AdamW step of `model` on `batch`, as a timing candidate."""
+                  batch: dict[str, torch.Tensor],
+                  loss_of: Callable[[torch.nn.Module, dict], torch.Tensor] | None = None) -> Callable[[], None]:
+    """One forward + backward + AdamW step of `model` on `batch`, as a timing candidate.
+
+    loss_of(model, batch): the step's loss; by default ``model(**batch).loss``.
+    """
     optimizer = torch.optim.AdamW(list(parameters), lr=1e-4)
 
     def step() -> None:
         model.train()  # the same model may also be timed in eval mode by `inference_pass`
-        loss = model(**batch).loss
+        loss = model(**batch).loss if loss_of is None else loss_of(model, batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

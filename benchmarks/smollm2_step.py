@@ -10,10 +10,13 @@ Candidates: ``full`` (full fine-tuning), ``lora`` / ``hf-lora`` (peftlab / HF PE
 float32 model), ``qlora`` (peftlab QLoRA: NF4 block 64 + double quantization, loaded straight
 into 4 bits with ``load_model_4bit``) and ``hf-qlora`` (HF PEFT LoRA on bitsandbytes' 4-bit
 layers: ``BitsAndBytesConfig`` nf4, double quantization, float32 compute dtype, then
-``prepare_model_for_kbit_training``).
+``prepare_model_for_kbit_training``). peftlab's candidates take the loss the way `peftlab train`
+does (the head fused with the loss, `train/lm_loss.py`); ``lora-plain`` / ``qlora-plain`` are the
+same models under ``model(**batch).loss`` (transformers' head and loss), so the adapter layers
+alone compare with HF PEFT's.
 
   time    the candidates in ONE process, round-robin with a rotating order (common.interleaved);
-          medians, IQRs and the ratios between medians measured side by side, with the load
+          medians, IQRs and each ratio as the median of per-round ratios with a bootstrap interval, with the load
           average before and after
   memory  each candidate in a fresh interpreter (peak RSS = ru_maxrss is per process): load the
           model, apply the method, run 3 steps; peak RSS in MiB, plus the imports-only floor. Runs
@@ -33,15 +36,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import format_row, interleaved, load_average, summarize, training_step  # noqa: E402
+from common import format_row, interleaved, load_average, paired_ratio, summarize, training_step  # noqa: E402
 
-CANDIDATES = {"full": "full fine-tuning", "lora": "peftlab LoRA", "hf-lora": "HF PEFT LoRA",
-              "qlora": "peftlab QLoRA", "hf-qlora": "HF PEFT QLoRA"}
+CANDIDATES = {"full": "full fine-tuning", "lora": "peftlab LoRA", "lora-plain": "peftlab LoRA, HF loss",
+              "hf-lora": "HF PEFT LoRA", "qlora": "peftlab QLoRA", "qlora-plain": "peftlab QLoRA, HF loss",
+              "hf-qlora": "HF PEFT QLoRA"}
+FLOAT_CANDIDATES = ("full", "lora", "lora-plain", "hf-lora")  # built from the float32 model
 ALL_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LORA = dict(r=16, alpha=32)
 # (numerator, denominator) pairs whose ratio of medians the time part prints, when both ran.
-RATIOS = (("lora", "hf-lora"), ("qlora", "hf-qlora"), ("qlora", "lora"), ("hf-qlora", "hf-lora"),
-          ("lora", "full"), ("hf-lora", "full"))
+RATIOS = (("lora", "hf-lora"), ("qlora", "hf-qlora"), ("qlora", "lora"), ("lora-plain", "hf-lora"),
+          ("qlora-plain", "hf-qlora"), ("hf-qlora", "hf-lora"), ("lora", "full"), ("hf-lora", "full"))
 
 
 def smollm2_batch(batch: int = 4, seq: int = 128) -> dict[str, torch.Tensor]:
@@ -50,8 +55,24 @@ def smollm2_batch(batch: int = 4, seq: int = 128) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
 
+def candidate_step(key: str, targets: tuple[str, ...], float_base: torch.nn.Module | None):
+    """The timed step of candidate `key` (a fresh model, its own AdamW)."""
+    model, params = build(key, targets, float_base)
+    if key not in ("lora", "qlora"):
+        return training_step(model, params, smollm2_batch())
+    from peftlab.train.lm_loss import FusedLmHead
+
+    head = FusedLmHead.for_model(model.model)  # one per run: its workspace is kept between steps, as in the loop
+
+    def loss_of(model, batch):
+        with head.forward() as extra:
+            return model(**batch, **extra).loss
+    return training_step(model, params, smollm2_batch(), loss_of)
+
+
 def build(key: str, targets: tuple[str, ...], float_base: torch.nn.Module | None = None):
     """(model, trainable parameters) of candidate `key`; float candidates copy `float_base`."""
+    key = key.removesuffix("-plain")
     if key == "full":
         model = copy.deepcopy(float_base)
         return model, list(model.parameters())
@@ -92,16 +113,14 @@ def load_base() -> torch.nn.Module:
 
 
 def time_part(args, keys: list[str], targets: tuple[str, ...]) -> dict:
-    needs_float = any(key in ("full", "lora", "hf-lora") for key in keys)
-    base, batch = (load_base() if needs_float else None), smollm2_batch()
+    base = load_base() if any(key in FLOAT_CANDIDATES for key in keys) else None
     candidates = {}
     for key in keys:
         try:
-            model, params = build(key, targets, base)
+            candidates[key] = candidate_step(key, targets, base)
         except ImportError as error:
             print(f"{CANDIDATES[key]}: not installed, skipped ({error})")
             continue
-        candidates[key] = training_step(model, params, batch)
     before = load_average()
     times = interleaved(candidates, repeats=args.repeats, warmup=1)
     after = load_average()
@@ -110,10 +129,11 @@ def time_part(args, keys: list[str], targets: tuple[str, ...]) -> dict:
           f"{args.repeats} interleaved repeats, load average {before} before, {after} after")
     for key, row in stats.items():
         print(format_row(CANDIDATES[key], row))
-    ratios = {f"{a}/{b}": stats[a]["median"] / stats[b]["median"] for a, b in RATIOS if a in stats and b in stats}
+    ratios = {f"{a}/{b}": paired_ratio(times[a], times[b]) for a, b in RATIOS if a in stats and b in stats}
     for pair, ratio in ratios.items():
         a, b = pair.split("/")
-        print(f"{CANDIDATES[a]} / {CANDIDATES[b]} = {ratio:.3f}")
+        print(f"{CANDIDATES[a]} / {CANDIDATES[b]} = {ratio['median']:.3f} [{ratio['low']:.3f}, {ratio['high']:.3f}] "
+              f"(median of {ratio['rounds']} per-round ratios, 95 % bootstrap interval)")
     return {"stats_s": {CANDIDATES[key]: row for key, row in stats.items()}, "ratios": ratios,
             "load_before": before, "load_after": after}
 
@@ -124,10 +144,9 @@ def memory_case(key: str, threads: int, targets: tuple[str, ...]) -> None:
     if key != "imports":
         import peftlab  # noqa: F401  (same imports as every other case)
 
-        base = load_base() if key in ("full", "lora", "hf-lora") else None
-        model, params = build(key, targets, base)
+        base = load_base() if key in FLOAT_CANDIDATES else None
+        step = candidate_step(key, targets, base)
         del base
-        step = training_step(model, params, smollm2_batch())
         for _ in range(3):
             step()
     else:

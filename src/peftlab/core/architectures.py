@@ -57,7 +57,9 @@ class Architecture:
     first_token_pooler: the sequence representation is the first token's ([CLS] / <s>).
     config_keys / config_defaults: how a config.json names the shape (see `core/shapes.py`).
     features: what the model's layers offer that some methods need: "kv_cache" (its attention
-        takes a key/value cache, which prefix tuning fills).
+        takes a key/value cache, which prefix tuning fills); "linear_lm_head" (its causal-LM
+        forward is ``lm_head(hidden)`` with no soft-capping or scaling and takes
+        ``logits_to_keep``, so training computes the loss with the head, `train/lm_loss.py`).
     """
 
     family: str
@@ -135,6 +137,17 @@ _LLAMA_DEFAULTS = dict(vocab_size=32000, hidden_size=4096, num_hidden_layers=32,
                        num_key_value_heads=None, intermediate_size=11008, max_position_embeddings=2048,
                        tie_word_embeddings=False, attention_bias=False, mlp_bias=False, attention_dropout=0.0)
 
+_DECODER_FEATURES = ("kv_cache", "linear_lm_head")
+# The fused loss head of a "linear_lm_head" model (`train/lm_loss.py`) writes its logits into a
+# float32 workspace of at most this many bytes, a chunk of rows at a time; the estimator counts it.
+LOSS_HEAD_WORKSPACE_BYTES = 256 * 2**20
+
+
+def loss_head_rows(vocab: int) -> int:
+    """Rows of logits per chunk of the fused loss head for a vocabulary of `vocab`."""
+    return max(1, LOSS_HEAD_WORKSPACE_BYTES // (4 * vocab))
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     "bert": Architecture(
         "bert", "encoder.layer", _BERT_LINEARS, {"o": ("input_tensor", 1), "down": ("input_tensor", 1)}, True,
@@ -166,16 +179,20 @@ ARCHITECTURES: dict[str, Architecture] = {
         dict(hidden="n_embd", layers="n_layer", heads="n_head", ffn="n_inner", vocab="vocab_size",
              max_positions="n_positions", attention_dropout="attn_pdrop", hidden_dropout="resid_pdrop"),
         dict(vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_inner=None, n_positions=1024,
-             resid_pdrop=0.1, attn_pdrop=0.1)),
-    "llama": Architecture("llama", "layers", _LLAMA_LINEARS, _LLAMA_INPUTS, False, _LLAMA_KEYS, _LLAMA_DEFAULTS),
+             resid_pdrop=0.1, attn_pdrop=0.1),
+        features=_DECODER_FEATURES),
+    "llama": Architecture("llama", "layers", _LLAMA_LINEARS, _LLAMA_INPUTS, False, _LLAMA_KEYS, _LLAMA_DEFAULTS,
+                          features=_DECODER_FEATURES),
     "mistral": Architecture(
         "llama", "layers", _LLAMA_LINEARS, _LLAMA_INPUTS, False, _LLAMA_KEYS,
-        {**_LLAMA_DEFAULTS, "num_key_value_heads": 8, "intermediate_size": 14336, "max_position_embeddings": 131072}),
+        {**_LLAMA_DEFAULTS, "num_key_value_heads": 8, "intermediate_size": 14336, "max_position_embeddings": 131072},
+        features=_DECODER_FEATURES),
     # Qwen2 projects queries, keys and values with biases (its config has no attention_bias key).
     "qwen2": Architecture(
         "llama", "layers", _LLAMA_LINEARS, _LLAMA_INPUTS, False, {**_LLAMA_KEYS, "qkv_bias": "qwen2_qkv_bias"},
         {**_LLAMA_DEFAULTS, "vocab_size": 151936, "num_key_value_heads": 32, "intermediate_size": 22016,
-         "max_position_embeddings": 32768, "qwen2_qkv_bias": True}),
+         "max_position_embeddings": 32768, "qwen2_qkv_bias": True},
+        features=_DECODER_FEATURES),
 }
 MODEL_TYPES = tuple(ARCHITECTURES)
 

@@ -9,6 +9,7 @@ keys per query (T + prefix tokens):
 
     per="token"   width × B·T            per="kv"  width × B·T_kv
     per="scores"  heads × B·T·T_kv       (eager attention's softmax output, (B, H, T, T_kv))
+    per="head rows"  width × min(B·T, loss_head_rows(vocab))   (the fused loss head's chunk)
 
 dtype "act" is the compute dtype (fp32 or bf16), "fp32" tensors are upcast by the model
 (softmax, norms, the loss), "mask" is a dropout mask: bool (1 byte) from CUDA's fused dropout,
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from peftlab.core.architectures import loss_head_rows
 from peftlab.core.footprint import Footprint
 from peftlab.core.shapes import ModelShape
 
@@ -94,8 +96,14 @@ def block_tensors(shape: ModelShape, fused: bool, act_bytes: int) -> list[Saved]
             Saved("layernorm 2 input", d, "fp32")]
 
 
-def model_tensors(shape: ModelShape, causal_lm: bool, classify: bool) -> list[Saved]:
-    """Tensors kept outside the blocks: embedding norm/dropout, final norm, head inputs."""
+def model_tensors(shape: ModelShape, causal_lm: bool, classify: bool, fused_head: bool = True) -> list[Saved]:
+    """Tensors kept outside the blocks: embedding norm/dropout, final norm, head inputs.
+
+    fused_head: a causal LM's loss is computed with its head (`train/lm_loss.py`, where the row
+    declares "linear_lm_head" and the run is not FSDP-sharded): a float32 workspace of at most
+    `loss_head_rows(V)` rows of logits and the head's input gradient, instead of the logits and
+    the log-softmax `transformers` keeps.
+    """
     d, items = shape.hidden, []
     if shape.family in ("bert", "roberta", "distilbert"):
         items.append(Saved("embedding layernorm input", d, "fp32", needed_by=("embeddings",)))
@@ -106,7 +114,10 @@ def model_tensors(shape: ModelShape, causal_lm: bool, classify: bool) -> list[Sa
     if classify and shape.is_decoder:
         # `score` runs on every position and always trains, so its input is kept.
         items.append(Saved("score input", d))
-    if causal_lm:
+    if causal_lm and fused_head and "linear_lm_head" in shape.architecture.features:
+        items += [Saved("loss head workspace (logits, a chunk of rows)", shape.vocab, "fp32", "head rows"),
+                  Saved("loss head input gradient", d)]
+    elif causal_lm:
         # transformers returns the logits (kept by the caller) and upcasts them for the loss,
         # whose log-softmax output is kept in fp32.
         items += [Saved("lm head input", d, needed_by=("lm_head",)),
@@ -121,8 +132,10 @@ def _size(item: Saved, dtype_bytes: dict[str, int], units: dict[str, int]) -> in
 def activation_bytes(shape: ModelShape, method: Footprint, *, batch_size: int, seq_len: int,
                      act_bytes: int, device: str = "cuda", attention: str = "eager",
                      gradient_checkpointing: bool = False,
-                     num_labels: int | None = None) -> dict[str, int]:
+                     num_labels: int | None = None, fused_head: bool = True) -> dict[str, int]:
     """Bytes of saved activations by tensor name, summed over blocks; totals under "total".
+
+    fused_head: whether a causal LM's loss is computed with its head (see `model_tensors`).
 
     With gradient checkpointing each block keeps only its input (d per token) and one block
     at a time is recomputed, so one block's tensors are counted instead of L.
@@ -130,7 +143,8 @@ def activation_bytes(shape: ModelShape, method: Footprint, *, batch_size: int, s
     seq = seq_len + method.prompt_tokens()
     keys = seq + method.prefix_tokens()
     tokens = batch_size * seq
-    units = {"token": tokens, "kv": batch_size * keys, "scores": batch_size * seq * keys}
+    units = {"token": tokens, "kv": batch_size * keys, "scores": batch_size * seq * keys,
+             "head rows": min(tokens, loss_head_rows(shape.vocab))}
     dtype_bytes = {"act": act_bytes, "fp32": 4, "mask": 1 if device == "cuda" else act_bytes}
     fused = attention == "sdpa" and not (device == "cpu" and shape.attention_dropout > 0)
     kept = {m.path for m in method.saved_inputs(shape)}
@@ -148,7 +162,7 @@ def activation_bytes(shape: ModelShape, method: Footprint, *, batch_size: int, s
     out = {name: value * copies for name, value in block.items()}
     if gradient_checkpointing:
         out["checkpointed block inputs"] = shape.hidden * act_bytes * tokens * shape.layers
-    for item in model_tensors(shape, shape.is_decoder and not num_labels, bool(num_labels)):
+    for item in model_tensors(shape, shape.is_decoder and not num_labels, bool(num_labels), fused_head):
         if not item.needed_by or kept & set(item.needed_by):
             out[item.name] = _size(item, dtype_bytes, units)
     out["total"] = sum(out.values())

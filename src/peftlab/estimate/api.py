@@ -135,7 +135,8 @@ def estimate(model: str | Path | ModelShape, method: str | MethodConfig | Combin
                                  seq_len=settings.seq_len, precision=settings.precision,
                                  attention=settings.attention,
                                  gradient_checkpointing=settings.gradient_checkpointing,
-                                 device=settings.device)
+                                 device=settings.device,
+                                 fused_head=not (settings.fsdp and settings.processes > 1))
         if settings.processes > 1:
             groups = shape.groups(labels)
             norm, per_block = shape.norm_params()

@@ -83,13 +83,14 @@ def seed_memory(total_params: int, trainable_params: int, *, batch_size: int = 4
 def detailed_memory(shape: ModelShape, method: Footprint, *, trainable: int, trained_base: int,
                     num_labels: int | None, batch_size: int, seq_len: int,
                     precision: str = "bf16-mixed", attention: str = "eager",
-                    gradient_checkpointing: bool = False, device: str = "cuda") -> Memory:
+                    gradient_checkpointing: bool = False, device: str = "cuda", fused_head: bool = True) -> Memory:
     """Memory of one AdamW training step for `method` on `shape`.
 
     trainable: every trainable parameter (adapter + head + base parameters that train);
     trained_base: the part of it that belongs to the base model (full FT, LoRA biases), so
     the frozen base is total − trained_base. device "cpu" keeps dropout masks as float noise
-    of the compute dtype, "cuda" as bool.
+    of the compute dtype, "cuda" as bool. fused_head: the loss computed with a causal LM's head
+    (`train/lm_loss.py`; FSDP-sharded runs keep transformers' logits).
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r} is unknown; use one of: "
@@ -109,7 +110,8 @@ def detailed_memory(shape: ModelShape, method: Footprint, *, trainable: int, tra
         frozen_bytes += (stored - numel * p.frozen) * shape.layers
     acts = activation_bytes(shape, method, batch_size=batch_size, seq_len=seq_len,
                             act_bytes=p.activation, device=device, attention=attention,
-                            gradient_checkpointing=gradient_checkpointing, num_labels=num_labels)
+                            gradient_checkpointing=gradient_checkpointing, num_labels=num_labels,
+                            fused_head=fused_head)
     total_acts = acts.pop("total")
     return Memory("detailed", frozen_bytes + trainable * (p.trainable + p.master),
                   trainable * p.gradient, trainable * ADAMW_STATE_BYTES, total_acts, acts)

@@ -14,10 +14,10 @@ Weighting each micro-batch by its share of the step's items makes k micro-batche
 the same gradient as one batch of k·b rows, for classification and for causal-LM (whose rows
 have different numbers of target tokens).
 
-Per-step overhead is kept small because the loop is timed against Hugging Face PEFT: the
-parameter dict is built once, the running loss stays on the device and is read (a sync) only
-every `log_every` steps, which is also where a NaN / infinite loss (and, with
-`stop_if_loss_rises_after`, a rising loss) stops the run.
+Per-step overhead is kept small because the loop is timed against Hugging Face PEFT: a decoder's
+head and loss are one node (`train.lm_loss`), the parameter dict is built once, the running loss
+stays on the device and is read (a sync) only every `log_every` steps, which is also where a NaN /
+infinite loss (and, with `stop_if_loss_rises_after`, a rising loss) stops the run.
 
 Everything a resumed run needs lives in one `TrainState` (step, epoch, position in the epoch,
 optimizer, scheduler; the data order is recomputed from the seed and the epoch number) plus the
@@ -44,6 +44,7 @@ from peftlab.errors import ConfigError
 from peftlab.train import checkpoint, distributed
 from peftlab.train.config import TrainConfig
 from peftlab.train.evaluate import evaluate, loss_items, make_collator
+from peftlab.train.lm_loss import FusedLmHead, head_arguments
 from peftlab.train.memory import TensorPeakTracker
 from peftlab.train.records import TrainingDivergedError, TrainResult, TrainState
 from peftlab.train.report import write_run
@@ -217,6 +218,7 @@ class _Loop:
         self.memory: TensorPeakTracker | None = None  # counts live tensor bytes when set (track_memory)
         self.tracked_size = 0  # rows × tokens of the biggest batch the tracker has counted
         self.bar = ProgressBar(total, enabled=False)
+        self.lm_head = None if engine.sharded else FusedLmHead.for_model(peft_model.model)  # FSDP: HF's loss
 
     @property
     def epoch(self) -> float:
@@ -291,8 +293,9 @@ class _Loop:
                     batch = self.collate([self.task.train[rows[index][0]]])
                 batch = {k: v.to(self.ddp.device, non_blocking=True) for k, v in batch.items()}
                 with self.engine.accumulate(last=index == len(batches) - 1):
-                    with torch.autocast(self.ddp.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                        loss = self.engine.module(**batch).loss.float() * (items / step_items)
+                    with torch.autocast(self.ddp.device.type, dtype=torch.bfloat16, enabled=config.bf16), \
+                            head_arguments(self.lm_head) as extra:
+                        loss = self.engine.module(**batch, **extra).loss.float() * (items / step_items)
                     loss.backward()
                 self.window_loss += loss.detach()
             if config.max_grad_norm is not None:
