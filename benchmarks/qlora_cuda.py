@@ -12,10 +12,11 @@ compute: peftlab ``Linear4bit`` vs ``bitsandbytes.nn.Linear4bit`` vs a bfloat16 
 ``qlora`` (peftlab: linears loaded straight into NF4, bfloat16 compute), ``hf-qlora`` (HF PEFT
 on ``BitsAndBytesConfig`` nf4 + double quantization, bfloat16 compute, after
 ``prepare_model_for_kbit_training``) and ``lora`` (peftlab LoRA on the float32 model, the anchor).
-Non-quantized weights and the adapters stay float32 everywhere.
+Non-quantized weights and the adapters stay float32 everywhere. peftlab's candidates take the loss
+as `peftlab train` does (the head fused with the loss, `train/lm_loss.py`).
 
 Timing: the candidates round-robin with a rotating order, each call bracketed by
-``torch.cuda.synchronize``; medians, IQRs and ratios of medians. Memory: the bytes each
+``torch.cuda.synchronize``; medians, IQRs and per-round ratios with a bootstrap interval. Memory: the bytes each
 candidate's model holds (allocated after building it minus before), and the peak a step adds on
 top (``max_memory_allocated`` over its timed steps minus what was allocated before them).
 Everything but the synchronization is device-agnostic; ``--device cpu`` runs the same code on a
@@ -34,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import summarize  # noqa: E402
+from common import paired_ratio, summarize  # noqa: E402
 
 ALL_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -156,7 +157,7 @@ def step_part(args, device: torch.device, folder: Path, keys=("qlora", "hf-qlora
         synchronize(device)
         resident[key] = allocated(device) - before
         vocabulary = model.config.vocab_size
-        candidates[key] = _training_step(model, params)
+        candidates[key] = _training_step(model, params, fused_head=key != "hf-qlora")
     ids = torch.randint(0, vocabulary, (args.batch_size, args.seq), generator=generator).to(device)
     batch = {"input_ids": ids, "labels": ids}
     times, peaks = interleaved_on(device, {key: (lambda step=step: step(batch)) for key, step in candidates.items()},
@@ -165,20 +166,25 @@ def step_part(args, device: torch.device, folder: Path, keys=("qlora", "hf-qlora
     for key, row in stats.items():
         print(f"| {key} | {row['median'] * 1e3:.1f} | {row['q1'] * 1e3:.1f}–{row['q3'] * 1e3:.1f} | "
               f"{resident[key] / 2**20:.1f} | {peaks[key] / 2**20:.1f} |", flush=True)
-    ratios = {f"{a}/{b}": stats[a]["median"] / stats[b]["median"]
+    ratios = {f"{a}/{b}": paired_ratio(times[a], times[b])
               for a, b in (("qlora", "hf-qlora"), ("qlora", "lora"), ("hf-qlora", "lora")) if a in stats and b in stats}
     for pair, ratio in ratios.items():
-        print(f"{pair} = {ratio:.3f}")
+        print(f"{pair} = {ratio['median']:.3f} [{ratio['low']:.3f}, {ratio['high']:.3f}] (per-round ratios)")
     return {"stats_s": stats, "ratios": ratios, "model_mib": {k: v / 2**20 for k, v in resident.items()},
             "step_peak_mib": {k: v / 2**20 for k, v in peaks.items()}}
 
 
-def _training_step(model: torch.nn.Module, params: list[torch.nn.Parameter]):
+def _training_step(model: torch.nn.Module, params: list[torch.nn.Parameter], fused_head: bool):
+    from peftlab.train.lm_loss import FusedLmHead, head_arguments
+
     optimizer = torch.optim.AdamW(params, lr=1e-4)
+    head = FusedLmHead.for_model(model.model) if fused_head else None
 
     def step(batch: dict[str, torch.Tensor]) -> None:
         model.train()
-        model(**batch).loss.backward()
+        with head_arguments(head) as extra:
+            loss = model(**batch, **extra).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return step

@@ -1,9 +1,11 @@
 """Where the time of a SmolLM2-135M QLoRA training step goes: a breakdown from the PyTorch profiler.
 
-    python benchmarks/qlora_profile.py [--candidate qlora|lora|hf-qlora|hf-lora] [--steps 3] [--threads 2]
+    python benchmarks/qlora_profile.py [--candidate qlora|lora|hf-qlora|hf-lora|qlora-plain|lora-plain] [--steps 3]
+        [--threads 2]
         [--gradient-checkpointing] [--peftlab-src DIR] [--json out.json]
 
-The step of `smollm2_step.py` (batch 4 x 128, r=16, alpha=32 on every block linear, AdamW). After
+The step of `smollm2_step.py` (batch 4 x 128, r=16, alpha=32 on every block linear, AdamW; peftlab's
+loss as `peftlab train` takes it, ``-plain`` as ``model(**batch).loss``). After
 two warm-up steps, `--steps` steps run under ``torch.profiler`` (CPU, shapes recorded) inside
 three ranges: forward, backward, optimizer. Every op's *self* CPU time goes to one category:
 
@@ -12,7 +14,8 @@ three ranges: forward, backward, optimizer. Every op's *self* CPU time goes to o
                    the benchmark wraps whichever exists in a profiler range
   base matmuls     mm / addmm / bmm without an r-sized or vocabulary-sized dimension
   LoRA matmuls     mm / addmm with a dimension equal to r (the A and B products and their gradients)
-  LM head + loss   matmuls with a vocabulary-sized dimension, log-softmax and NLL
+  LM head + loss   every op on a vocabulary-sized tensor: the head's matmuls, log-softmax, NLL and
+                   their gradients' fills, or the fused head's softmax passes
   attention        the scaled-dot-product attention kernels
   optimizer        everything in ``optimizer.step`` / ``zero_grad``
   other ops        norms, activations, rotary embeddings, elementwise (LoRA's scaling and sums
@@ -86,9 +89,9 @@ def category(event, phase: str) -> str:
     if phase == "optimizer":
         return "optimizer"
     dims = {d for shape in (event.input_shapes or []) if isinstance(shape, list) for d in shape}
+    if VOCABULARY in dims:
+        return "LM head + loss"
     if event.name in MATMULS:
-        if VOCABULARY in dims:
-            return "LM head + loss"
         return "LoRA matmuls" if RANK in dims else "base matmuls"
     if "log_softmax" in event.name or "nll_loss" in event.name:
         return "LM head + loss"
@@ -133,7 +136,7 @@ def breakdown(profile, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--candidate", default="qlora", choices=("qlora", "lora", "hf-qlora", "hf-lora"))
+    parser.add_argument("--candidate", default="qlora", choices=("qlora", "lora", "hf-qlora", "hf-lora", "qlora-plain", "lora-plain"))
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--timed-steps", type=int, default=5, help="unprofiled steps for the median step time")
     parser.add_argument("--threads", type=int, default=2)
@@ -148,22 +151,22 @@ def main() -> None:
 
     import peftlab
     from common import load_average
-    from smollm2_step import ALL_LINEARS, build, load_base, smollm2_batch
+    from smollm2_step import ALL_LINEARS, FLOAT_CANDIDATES, build, load_base, smollm2_batch, step_loss
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     wrapped = wrap_dequantization()
-    model, params = build(args.candidate, ALL_LINEARS, load_base() if args.candidate in ("lora", "hf-lora") else None)
+    model, params = build(args.candidate, ALL_LINEARS, load_base() if args.candidate in FLOAT_CANDIDATES else None)
     if args.gradient_checkpointing:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model.model
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    batch = smollm2_batch()
+    batch, loss_of = smollm2_batch(), step_loss(args.candidate, model)
     model.train()
 
     def step() -> None:
         with torch.profiler.record_function("phase: forward"):
-            loss = model(**batch).loss
+            loss = loss_of(model, batch)
         with torch.profiler.record_function("phase: backward"):
             loss.backward()
         with torch.profiler.record_function("phase: optimizer"):

@@ -1,9 +1,10 @@
 """SmolLM2-135M training step: full fine-tuning, LoRA and QLoRA, peftlab vs Hugging Face PEFT.
 
     python benchmarks/smollm2_step.py [--repeats 10] [--threads 2] [--part time,memory] [--json out.json]
-        [--targets q_proj,v_proj | all] [--candidates full,lora,hf-lora[,qlora,hf-qlora]]
+        [--targets q_proj,v_proj | all] [--candidates full,lora,hf-lora[,qlora,hf-qlora]] [--data random|e2e]
 
-One step = forward + backward + AdamW step on a batch of 4 x 128 random tokens (labels = inputs)
+One step = forward + backward + AdamW step on a batch of 4 x 128 random tokens (labels = inputs;
+``--data e2e``: 8 E2E training rows collated as `peftlab train` does, prompts unlabelled)
 through the real SmolLM2-135M-Instruct causal LM, float32 compute. LoRA: r=16, alpha=32, no
 dropout, on `--targets` (``all``: q/k/v/o and gate/up/down of every block), for both libraries.
 Candidates: ``full`` (full fine-tuning), ``lora`` / ``hf-lora`` (peftlab / HF PEFT LoRA on the
@@ -49,25 +50,43 @@ RATIOS = (("lora", "hf-lora"), ("qlora", "hf-qlora"), ("qlora", "lora"), ("lora-
           ("qlora-plain", "hf-qlora"), ("hf-qlora", "hf-lora"), ("lora", "full"), ("hf-lora", "full"))
 
 
-def smollm2_batch(batch: int = 4, seq: int = 128) -> dict[str, torch.Tensor]:
+def smollm2_batch(batch: int = 4, seq: int = 128, data: str = "random") -> dict[str, torch.Tensor]:
+    """``random``: `batch` x `seq` random tokens, every one a label. ``e2e``: the first 8 rows of the
+    embedded E2E training set as `peftlab train` collates them (max_length 64, padded to the longest
+    row, labels -100 on the prompt and the padding)."""
+    if data == "e2e":
+        from peftlab.data import load_task
+        from peftlab.models.loading import load_tokenizer
+        from peftlab.train.evaluate import make_collator
+
+        task = load_task("e2e")
+        return make_collator(task, load_tokenizer("smollm2"), max_length=64)(list(task.train[:8]))
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(100, 49000, (batch, seq), generator=generator)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
 
-def candidate_step(key: str, targets: tuple[str, ...], float_base: torch.nn.Module | None):
-    """The timed step of candidate `key` (a fresh model, its own AdamW)."""
-    model, params = build(key, targets, float_base)
+def step_loss(key: str, model: torch.nn.Module):
+    """loss(model, batch) of candidate `key`: peftlab's ``lora`` / ``qlora`` take it as `peftlab
+    train` does (one fused head per run, its workspace kept between steps), the rest from
+    ``model(**batch).loss``."""
     if key not in ("lora", "qlora"):
-        return training_step(model, params, smollm2_batch())
-    from peftlab.train.lm_loss import FusedLmHead
+        return lambda model, batch: model(**batch).loss
+    from peftlab.train.lm_loss import FusedLmHead, head_arguments
 
-    head = FusedLmHead.for_model(model.model)  # one per run: its workspace is kept between steps, as in the loop
+    head = FusedLmHead.for_model(model.model)
 
     def loss_of(model, batch):
-        with head.forward() as extra:
+        with head_arguments(head) as extra:
             return model(**batch, **extra).loss
-    return training_step(model, params, smollm2_batch(), loss_of)
+    return loss_of
+
+
+def candidate_step(key: str, targets: tuple[str, ...], float_base: torch.nn.Module | None,
+                   batch: dict[str, torch.Tensor]):
+    """The timed step of candidate `key` on `batch` (a fresh model, its own AdamW)."""
+    model, params = build(key, targets, float_base)
+    return training_step(model, params, batch, step_loss(key, model))
 
 
 def build(key: str, targets: tuple[str, ...], float_base: torch.nn.Module | None = None):
@@ -114,10 +133,10 @@ def load_base() -> torch.nn.Module:
 
 def time_part(args, keys: list[str], targets: tuple[str, ...]) -> dict:
     base = load_base() if any(key in FLOAT_CANDIDATES for key in keys) else None
-    candidates = {}
+    batch, candidates = smollm2_batch(data=args.data), {}
     for key in keys:
         try:
-            candidates[key] = candidate_step(key, targets, base)
+            candidates[key] = candidate_step(key, targets, base, batch)
         except ImportError as error:
             print(f"{CANDIDATES[key]}: not installed, skipped ({error})")
             continue
@@ -125,7 +144,9 @@ def time_part(args, keys: list[str], targets: tuple[str, ...]) -> dict:
     times = interleaved(candidates, repeats=args.repeats, warmup=1)
     after = load_average()
     stats = {key: summarize(samples) for key, samples in times.items()}
-    print(f"SmolLM2-135M training step, batch 4 x 128, targets {','.join(targets)}, {args.threads} threads, "
+    shape = "x".join(map(str, batch["input_ids"].shape))
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    print(f"SmolLM2-135M training step, {args.data} batch {shape} ({labelled} labelled tokens), targets {','.join(targets)}, {args.threads} threads, "
           f"{args.repeats} interleaved repeats, load average {before} before, {after} after")
     for key, row in stats.items():
         print(format_row(CANDIDATES[key], row))
@@ -138,14 +159,14 @@ def time_part(args, keys: list[str], targets: tuple[str, ...]) -> dict:
             "load_before": before, "load_after": after}
 
 
-def memory_case(key: str, threads: int, targets: tuple[str, ...]) -> None:
+def memory_case(key: str, threads: int, targets: tuple[str, ...], data: str) -> None:
     """Run in a fresh interpreter: print this process's peak RSS (MiB) after 3 steps of `key`."""
     torch.set_num_threads(threads)
     if key != "imports":
         import peftlab  # noqa: F401  (same imports as every other case)
 
         base = load_base() if key in FLOAT_CANDIDATES else None
-        step = candidate_step(key, targets, base)
+        step = candidate_step(key, targets, base, smollm2_batch(data=data))
         del base
         for _ in range(3):
             step()
@@ -161,9 +182,10 @@ def memory_part(args, keys: list[str]) -> dict:
     peaks = {}
     for key in ("imports", *keys):
         out = subprocess.run([sys.executable, __file__, "--memory-case", key, "--threads", str(args.threads),
-                              "--targets", args.targets], capture_output=True, text=True, check=True).stdout
+                              "--targets", args.targets, "--data", args.data],
+                             capture_output=True, text=True, check=True).stdout
         peaks[key] = json.loads(out.strip().splitlines()[-1])["peak_rss_mib"]
-        print(f"{CANDIDATES.get(key, key):<20} peak RSS {peaks[key]:8.1f} MiB", flush=True)
+        print(f"{CANDIDATES.get(key, key):<24} peak RSS {peaks[key]:8.1f} MiB", flush=True)
     return peaks
 
 
@@ -174,6 +196,7 @@ def main() -> None:
     parser.add_argument("--part", default="time,memory")
     parser.add_argument("--targets", default="q_proj,v_proj", help="comma-separated module names, or 'all'")
     parser.add_argument("--candidates", default="full,lora,hf-lora", help=f"comma-separated: {', '.join(CANDIDATES)}")
+    parser.add_argument("--data", default="random", choices=("random", "e2e"), help="the batch (see smollm2_batch)")
     parser.add_argument("--memory-case", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -183,7 +206,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown candidate(s) {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")
     if args.memory_case:
-        memory_case(args.memory_case, args.threads, targets)
+        memory_case(args.memory_case, args.threads, targets, args.data)
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -145,3 +145,16 @@ def test_the_estimator_counts_the_workspace_instead_of_the_logits():
     sharded = estimate("smollm2-135m", "lora", Settings(batch_size=4, seq_len=128, device="cpu", processes=2,
                                                         fsdp=True))
     assert "log-softmax" in sharded.memory.activation_detail  # FSDP runs keep transformers' loss
+
+
+def test_under_autocast_the_head_computes_in_bfloat16_as_transformers_does():
+    peft_model = peftlab.apply(tiny_model("llama", "causal-lm"), peftlab.make_config("lora", r=2))
+    head = FusedLmHead.for_model(peft_model.model)
+    batch = lm_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = peft_model(**batch).loss
+        with head.forward() as extra:
+            loss = peft_model(**batch, **extra).loss
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, rtol=1e-2, atol=1e-2)
+    assert head.workspace is None  # bf16 logits are computed per chunk, not into the float32 workspace

@@ -117,6 +117,28 @@ def test_causal_lm_accumulation_weights_micro_batches_by_target_tokens():
         torch.testing.assert_close(accumulated[key], large[key], atol=5e-5, rtol=1e-4)
 
 
+def test_the_loop_fuses_a_decoders_head_with_the_loss_and_trains_as_with_transformers_loss(monkeypatch):
+    """The run's adapter after 3 steps is the one transformers' own loss gives (train/lm_loss.py)."""
+    from peftlab.train import lm_loss
+    from peftlab.train.loop import training_steps
+
+    task, tokenizer = causal_task(), word_tokenizer()
+
+    def run():
+        torch.manual_seed(0)
+        model = peftlab.apply(tiny_model("llama", "causal-lm"), peftlab.LoraConfig(r=4, target_modules="all-linear"))
+        return model, _trained(model, task, tokenizer, batch_size=4)
+
+    model, fused = run()
+    steps = training_steps(model, task, tokenizer, TrainConfig(max_steps=1, batch_size=4, **FAST))
+    steps.step()
+    assert steps.lm_head is not None and steps.lm_head.workspace is not None
+    monkeypatch.setattr(lm_loss.FusedLmHead, "for_model", classmethod(lambda cls, model: None))
+    _, unfused = run()
+    for key in unfused:
+        torch.testing.assert_close(fused[key], unfused[key], atol=1e-5, rtol=1e-4)
+
+
 def test_causal_lm_evaluation_reports_perplexity_and_generation_scores():
     task, tokenizer = causal_task(), word_tokenizer()
     model = peftlab.apply(tiny_model("gpt2", "causal-lm"), peftlab.LoraConfig(r=4, target_modules=("c_attn",)))

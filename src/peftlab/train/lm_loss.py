@@ -44,22 +44,22 @@ from torch.autograd.function import once_differentiable
 from peftlab.core.architectures import ARCHITECTURES, loss_head_rows
 from peftlab.data.collators import IGNORE_INDEX
 
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Σ over rows of cross-entropy(h Wᵀ + b, target), gradients formed in the forward."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, workspace):  # (K, d), (V, d), (V,)|None, (K,), (C, V)
+    def forward(ctx, hidden, weight, bias, targets, chunk, workspace):  # (K, d), (V, d), (V,)|None, (K,), C, (C, V)|None
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_bias = bias is not None and ctx.needs_input_grad[2]
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_weight else None
         grad_bias = torch.zeros_like(bias, dtype=torch.float32) if need_bias else None
-        chunk = workspace.shape[0]
         for start in range(0, hidden.shape[0], chunk):
             rows = hidden[start:start + chunk]  # (C, d)
             target = targets[start:start + chunk, None]  # (C, 1)
-            logits = _head(rows, weight, bias, workspace[:rows.shape[0]])  # (C, V) float32
+            logits = _head(rows, weight, bias, None if workspace is None else workspace[:rows.shape[0]])  # (C, V)
             target_logit = logits.gather(1, target)
             peak = logits.amax(1, keepdim=True)
             exponentials = logits.sub_(peak).exp_()  # exp(z - max), in place
@@ -83,16 +83,22 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):  # grad: () float32
         scaled = [None if g is None else (g * grad).to(dtype) for g, dtype in zip(ctx.saved_tensors, ctx.dtypes)]
-        return (*scaled, None, None)
+        return (*scaled, None, None, None)
 
 
-def _head(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
-    """rows Wᵀ + b as float32 (C, V): into `out` when the matmul computes in float32 (no page faults),
-    else in the compute dtype (autocast, bf16 weights) and then upcast, as `transformers` does."""
-    if rows.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled(rows.device.type):
+def _head(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+          out: torch.Tensor | None) -> torch.Tensor:
+    """rows Wᵀ + b as float32 (C, V), written into `out` when given (see `uses_workspace`)."""
+    if out is not None:
         return torch.mm(rows, weight.t(), out=out) if bias is None else torch.addmm(bias, rows, weight.t(), out=out)
     logits = torch.mm(rows, weight.t()) if bias is None else torch.addmm(bias, rows, weight.t())
-    return logits.float()
+    return logits.float()  # computed in the compute dtype (autocast, bf16 weights), upcast as transformers does
+
+
+def uses_workspace(hidden: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the head's matmul computes in float32, so its logits can go straight into a float32
+    workspace; under autocast or with bf16 weights each chunk is computed in that dtype instead."""
+    return hidden.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled(hidden.device.type)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -103,17 +109,15 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
     `labels` (B, T): the mean over labelled positions, or their sum / `num_items_in_batch`.
 
     `workspace`: a float32 (C, V) buffer the head's logits are written into, C rows at a time
-    (a new one of `loss_head_rows(V)` rows, or fewer, when None).
+    (without one, chunks of `loss_head_rows(V)` rows are allocated as they come).
     """
     if shift_labels is None:
         shift_labels = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
     targets = shift_labels.reshape(-1).to(hidden.device)  # (N,): each position's next token
     rows = (targets != ignore_index).nonzero().squeeze(1)  # (K,)
     selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows)  # (K, d)
-    if workspace is None:
-        workspace = hidden.new_empty(min(max(1, rows.numel()), loss_head_rows(weight.shape[0])), weight.shape[0],
-                                     dtype=torch.float32)
-    total = _LinearCrossEntropy.apply(selected, weight, bias, targets.index_select(0, rows), workspace)
+    chunk = loss_head_rows(weight.shape[0]) if workspace is None else workspace.shape[0]
+    total = _LinearCrossEntropy.apply(selected, weight, bias, targets.index_select(0, rows), chunk, workspace)
     if num_items_in_batch is None:
         return total / rows.numel()  # 0/0 = nan with no labelled token, as torch's mean reduction
     if isinstance(num_items_in_batch, torch.Tensor):
@@ -149,7 +153,10 @@ class FusedLmHead:
             return None
         return cls(model, head)
 
-    def _workspace(self, hidden: torch.Tensor, rows: int) -> torch.Tensor:
+    def _workspace(self, hidden: torch.Tensor, rows: int) -> torch.Tensor | None:
+        """The run's workspace, grown to `rows` (up to one chunk); None where it is not used."""
+        if not uses_workspace(hidden, self.head.weight):
+            return None
         vocab = self.head.weight.shape[0]
         wanted = min(max(1, rows), loss_head_rows(vocab))
         if self.workspace is None or self.workspace.shape[0] < wanted or self.workspace.device != hidden.device:
@@ -158,6 +165,7 @@ class FusedLmHead:
 
     @contextlib.contextmanager
     def forward(self) -> Iterator[dict[str, Any]]:
+        """Inside, one forward of the model given the yielded arguments computes this loss."""
         kept: dict[str, torch.Tensor] = {}
 
         def keep_hidden(module, args, output):

@@ -11,11 +11,10 @@ and adds each adapter's into the same tensor::
     forward    y = base(x);          h_i = s_i · d_i(x) A_iᵀ   (M, r);    y += h_i B_iᵀ
     backward   g_x = base'(g);       g_h = s_i · g B_i (M, r);  g_B = gᵀ h_i;  g_A = g_hᵀ d_i(x);  g_x += g_h A_i
 
-On CPU the rank-r products run on one thread (`_one_thread`): each is a few MFLOP, too little to
-be worth a parallel region, and on a machine shared with other jobs a region waits for every
-thread to be scheduled again — four such products measured 1.5 ms on one thread and 93 ms on two
-under load 6 (2 cores), ~60x. They are ~7 % of a SmolLM2 block's linear FLOPs at r=16, so on an
-idle machine the single thread costs a few percent at most.
+The rank-r products use PyTorch's threads like every other op. (They once ran on one thread, to
+spare a loaded machine the wait for every thread at each small parallel region; on an idle 2-core
+machine that made the SmolLM2 step 4-5 % slower, and under load 3.5 the whole step was 4x slower
+either way with no difference between the two: BENCHMARKS.md, issue 20.)
 
 Saved for backward: the input (and each adapter's dropped-out input, if dropout is on), h_i and
 the factors; the base weight is referenced, never copied (a 4-bit base is dequantized again).
@@ -25,9 +24,6 @@ else takes the layer's op-by-op path, which computes the same values.
 """
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -59,24 +55,6 @@ def _frozen_base(base: nn.Module, dtype: torch.dtype):
     return _DenseBase(base.weight, transposed=type(base) is Conv1D)
 
 
-@contextlib.contextmanager
-def _one_thread(device: torch.device) -> Iterator[None]:
-    """PyTorch's intra-op thread count set to 1 inside (CPU only), restored on exit (~3 µs each way).
-
-    The setting is process-wide: ops another Python thread runs meanwhile also get one thread
-    (the same results, only less parallel) for the few hundred microseconds this lasts.
-    """
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 class _FusedLoraLinear(torch.autograd.Function):
     """One node for the base linear and every unmerged adapter (see the module docstring)."""
 
@@ -84,14 +62,13 @@ class _FusedLoraLinear(torch.autograd.Function):
     def forward(ctx, x2d, bias, base, scalings, dropped, *factors):  # factors: A_i, B_i[, d_i(x)] ...
         out = base.matmul(x2d, bias)  # (M, out), ours to update in place
         hiddens, position = [], 0
-        with _one_thread(x2d.device):
-            for scaling, has_dropout in zip(scalings, dropped):
-                lora_a, lora_b = factors[position], factors[position + 1]
-                x_adapter = factors[position + 2] if has_dropout else x2d
-                position += 3 if has_dropout else 2
-                hidden = torch.mm(x_adapter, lora_a.t()).mul_(scaling)  # (M, r)
-                out.addmm_(hidden, lora_b.t())  # (M, r) @ (r, out)
-                hiddens.append(hidden)
+        for scaling, has_dropout in zip(scalings, dropped):
+            lora_a, lora_b = factors[position], factors[position + 1]
+            x_adapter = factors[position + 2] if has_dropout else x2d
+            position += 3 if has_dropout else 2
+            hidden = torch.mm(x_adapter, lora_a.t()).mul_(scaling)  # (M, r)
+            out.addmm_(hidden, lora_b.t())  # (M, r) @ (r, out)
+            hiddens.append(hidden)
         ctx.base, ctx.scalings, ctx.dropped = base, scalings, dropped
         ctx.has_bias = bias is not None
         ctx.save_for_backward(x2d, *factors, *hiddens)
@@ -105,23 +82,22 @@ class _FusedLoraLinear(torch.autograd.Function):
         needs = iter(ctx.needs_input_grad[5:])
         grad_x = ctx.base.matmul_input_grad(grad) if ctx.needs_input_grad[0] else None
         grad_factors, position = [], 0
-        with _one_thread(grad.device):
-            for scaling, has_dropout, hidden in zip(ctx.scalings, ctx.dropped, hiddens):
-                lora_a, lora_b = factors[position], factors[position + 1]
-                x_adapter = factors[position + 2] if has_dropout else x2d
-                position += 3 if has_dropout else 2
-                need_a, need_b = next(needs), next(needs)
-                need_input = next(needs) if has_dropout else grad_x is not None
-                grad_hidden = torch.mm(grad, lora_b)  # (M, r): dL/dh_i
-                grad_b = torch.mm(grad.t(), hidden) if need_b else None  # (out, r)
-                grad_hidden.mul_(scaling)  # dL/d(d_i(x) A_iᵀ)
-                grad_a = torch.mm(grad_hidden.t(), x_adapter) if need_a else None  # (r, in)
-                grad_input = None
-                if need_input and has_dropout:
-                    grad_input = torch.mm(grad_hidden, lora_a)  # (M, in), flows back through the dropout
-                elif need_input:
-                    grad_x.addmm_(grad_hidden, lora_a)
-                grad_factors += [grad_a, grad_b] + ([grad_input] if has_dropout else [])
+        for scaling, has_dropout, hidden in zip(ctx.scalings, ctx.dropped, hiddens):
+            lora_a, lora_b = factors[position], factors[position + 1]
+            x_adapter = factors[position + 2] if has_dropout else x2d
+            position += 3 if has_dropout else 2
+            need_a, need_b = next(needs), next(needs)
+            need_input = next(needs) if has_dropout else grad_x is not None
+            grad_hidden = torch.mm(grad, lora_b)  # (M, r): dL/dh_i
+            grad_b = torch.mm(grad.t(), hidden) if need_b else None  # (out, r)
+            grad_hidden.mul_(scaling)  # dL/d(d_i(x) A_iᵀ)
+            grad_a = torch.mm(grad_hidden.t(), x_adapter) if need_a else None  # (r, in)
+            grad_input = None
+            if need_input and has_dropout:
+                grad_input = torch.mm(grad_hidden, lora_a)  # (M, in), flows back through the dropout
+            elif need_input:
+                grad_x.addmm_(grad_hidden, lora_a)
+            grad_factors += [grad_a, grad_b] + ([grad_input] if has_dropout else [])
         grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[1] else None
         return (grad_x, grad_bias, None, None, None, *grad_factors)
 
