@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import format_row, interleaved, minilm_batch, summarize, training_step  # noqa: E402
+from common import format_row, interleaved, load_average, minilm_batch, paired_ratio, summarize, training_step  # noqa: E402
 
 import peftlab  # noqa: E402
 from peftlab.models import load_model  # noqa: E402
@@ -83,7 +83,8 @@ def main() -> None:
 
     times = interleaved(candidates, repeats=args.repeats)
     stats = {name: summarize(samples) for name, samples in times.items()}
-    print(f"MiniLM training step, batch 8 x 128, {args.threads} threads, {args.repeats} interleaved repeats")
+    print(f"MiniLM training step, batch 8 x 128, {args.threads} threads, {args.repeats} interleaved repeats, "
+          f"load average {load_average()}")
     ratios = {}
     for method in args.methods.split(","):
         if method in skipped:
@@ -91,8 +92,9 @@ def main() -> None:
             continue
         ours, hf = stats[f"peftlab {method}"], stats[f"HF PEFT {method}"]
         print(format_row(f"HF PEFT {method}", hf))
-        print(format_row(f"peftlab {method}", ours, hf) + " of HF PEFT")
-        ratios[method] = ours["median"] / hf["median"]
+        ratios[method] = paired_ratio(times[f"peftlab {method}"], times[f"HF PEFT {method}"])
+        print(format_row(f"peftlab {method}", ours, hf) + f" of HF PEFT; per-round {ratios[method]['median']:.3f} "
+              f"[{ratios[method]['low']:.3f}, {ratios[method]['high']:.3f}]")
     if args.json:
         args.json.write_text(json.dumps({"stats": stats, "ratios": ratios, "skipped": skipped}, indent=2))
 
