@@ -1,20 +1,10 @@
 """benchmarks/common.py: the paired ratio the timing scripts report."""
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "common.py"
-
-
-def _common():
-    spec = importlib.util.spec_from_file_location("benchmark_common", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 def test_paired_ratio_is_the_median_of_per_round_ratios_with_an_interval_that_holds_it():
-    common = _common()
+    common = load_benchmark("common")
     # Round 5 ran while the machine was loaded: both candidates slowed, their ratio did not.
     numerator, denominator = [2.0, 2.2, 1.8, 2.0, 8.0], [1.0, 1.1, 0.9, 1.0, 4.0]
     ratio = common.paired_ratio(numerator, denominator)

@@ -4,31 +4,22 @@ The GPU itself is not tested here (none is lent to the test machine); this check
 GPU run the script exists for will not fail on building, timing or reporting.
 """
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
+from benchmark_scripts import load_benchmark
 from tiny_models import tiny_model
 
 pytest.importorskip("bitsandbytes", reason="the benchmark compares against bitsandbytes (pip install bitsandbytes)")
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "qlora_cuda.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("qlora_cuda", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_gpu_benchmark_runs_on_cpu(tmp_path):
     folder = tmp_path / "tiny-llama"
     tiny_model("llama", "causal-lm").save_pretrained(folder)
     out = tmp_path / "result.json"
-    results = _load_script().main(["--device", "cpu", "--model", str(folder), "--repeats", "2", "--size", "128",
+    results = load_benchmark("qlora_cuda").main(["--device", "cpu", "--model", str(folder), "--repeats", "2", "--size", "128",
                                    "--batch-size", "2", "--seq", "8", "--json", str(out)])
     assert json.loads(out.read_text())["device"] == "cpu"
     assert set(results["linear"]) == {"256 fwd", "256 fwd+bwd", "1 fwd"}
