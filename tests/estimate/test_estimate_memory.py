@@ -137,7 +137,8 @@ def test_memory_per_device_of_several_processes():
     assert split["gathered_blocks"] == 2 * ((one.weights - split["gathered_root"]) // 32)  # 32 blocks
     assert fsdp.optimizer == -(-one.optimizer // 2)
     # A sharded run keeps transformers' logits and log-softmax where one process fuses the loss head.
-    fused = ("loss head workspace (logits, a chunk of rows)", "loss head input gradient")
+    fused = ("loss head workspace (logits, a chunk of rows)", "loss head input gradient",
+             "loss head chunk in the compute dtype")
     assert {k: v for k, v in fsdp.activation_detail.items() if k not in ("logits", "log-softmax")} == \
         {k: v for k, v in half_batch.activation_detail.items() if k not in fused}
     eight = estimate("llama-2-7b", "qlora", Settings(batch_size=8, processes=8, fsdp=True)).memory

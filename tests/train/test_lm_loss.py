@@ -158,3 +158,11 @@ def test_under_autocast_the_head_computes_in_bfloat16_as_transformers_does():
     assert loss.dtype == torch.float32
     torch.testing.assert_close(loss, expected, rtol=1e-2, atol=1e-2)
     assert head.workspace is None  # bf16 logits are computed per chunk, not into the float32 workspace
+
+
+def test_in_bfloat16_the_estimator_also_counts_the_chunk_before_its_upcast():
+    from peftlab.estimate import Settings, estimate
+
+    detail = estimate("smollm2-135m", "lora", Settings(batch_size=4, seq_len=128)).memory.activation_detail
+    assert detail["loss head chunk in the compute dtype"] == 4 * 128 * 49152 * 2  # bf16-mixed: 2 bytes
+    assert detail["loss head workspace (logits, a chunk of rows)"] == 4 * 128 * 49152 * 4

@@ -96,13 +96,15 @@ def block_tensors(shape: ModelShape, fused: bool, act_bytes: int) -> list[Saved]
             Saved("layernorm 2 input", d, "fp32")]
 
 
-def model_tensors(shape: ModelShape, causal_lm: bool, classify: bool, fused_head: bool = True) -> list[Saved]:
+def model_tensors(shape: ModelShape, causal_lm: bool, classify: bool, fused_head: bool = True,
+                  act_bytes: int = 4) -> list[Saved]:
     """Tensors kept outside the blocks: embedding norm/dropout, final norm, head inputs.
 
     fused_head: a causal LM's loss is computed with its head (`train/lm_loss.py`, where the row
     declares "linear_lm_head" and the run is not FSDP-sharded): a float32 workspace of at most
     `loss_head_rows(V)` rows of logits and the head's input gradient, instead of the logits and
-    the log-softmax `transformers` keeps.
+    the log-softmax `transformers` keeps. In a 16-bit compute dtype a chunk's logits are computed
+    in it and then upcast, so the chunk exists in both dtypes for a moment.
     """
     d, items = shape.hidden, []
     if shape.family in ("bert", "roberta", "distilbert"):
@@ -117,6 +119,8 @@ def model_tensors(shape: ModelShape, causal_lm: bool, classify: bool, fused_head
     if causal_lm and fused_head and "linear_lm_head" in shape.architecture.features:
         items += [Saved("loss head workspace (logits, a chunk of rows)", shape.vocab, "fp32", "head rows"),
                   Saved("loss head input gradient", d)]
+        if act_bytes != 4:
+            items.append(Saved("loss head chunk in the compute dtype", shape.vocab, "act", "head rows"))
     elif causal_lm:
         # transformers returns the logits (kept by the caller) and upcasts them for the loss,
         # whose log-softmax output is kept in fp32.
@@ -162,7 +166,7 @@ def activation_bytes(shape: ModelShape, method: Footprint, *, batch_size: int, s
     out = {name: value * copies for name, value in block.items()}
     if gradient_checkpointing:
         out["checkpointed block inputs"] = shape.hidden * act_bytes * tokens * shape.layers
-    for item in model_tensors(shape, shape.is_decoder and not num_labels, bool(num_labels), fused_head):
+    for item in model_tensors(shape, shape.is_decoder and not num_labels, bool(num_labels), fused_head, act_bytes):
         if not item.needed_by or kept & set(item.needed_by):
             out[item.name] = _size(item, dtype_bytes, units)
     out["total"] = sum(out.values())
