@@ -50,7 +50,7 @@ from peftlab.train.records import TrainingDivergedError, TrainResult, TrainState
 from peftlab.train.report import write_run
 from peftlab.train.runtime import (ProgressBar, cpu_time_s, peak_rss_mb, resolve_device, runtime,
                                   step_time_stats)
-from peftlab.train.schedule import epoch_order, make_optimizer, make_scheduler, warmup_steps
+from peftlab.train.schedule import make_optimizer, make_scheduler, step_indices, warmup_steps
 
 
 # How far above the first logged loss a later one must be to count as rising: the loss of a sane
@@ -174,21 +174,6 @@ def _evaluate(peft_model: PeftModel, task: Task, tokenizer, config: TrainConfig,
                     generate=final and config.generate, max_new_tokens=config.max_new_tokens)
 
 
-def _step_indices(state: TrainState, config: TrainConfig, num_examples: int, batches_per_epoch: int,
-                  orders: dict[int, list[int]]) -> list[list[int]]:
-    """The example indices of the next step's micro-batches (a step never spans two epochs)."""
-    if state.batch_in_epoch >= batches_per_epoch:
-        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-    if state.epoch not in orders:
-        orders.clear()
-        orders[state.epoch] = epoch_order(num_examples, config.seed, state.epoch)
-    order, size = orders[state.epoch], config.batch_size
-    start = state.batch_in_epoch
-    stop = min(start + config.grad_accum, batches_per_epoch)
-    state.batch_in_epoch = stop
-    return [order[j * size:(j + 1) * size] for j in range(start, stop)]
-
-
 def _nonfinite_loss(value: float, step: int, config: TrainConfig) -> TrainingDivergedError:
     return TrainingDivergedError(
         f"the training loss became {value} by step {step} (checked every {config.log_every} steps): lower the "
@@ -281,7 +266,7 @@ class _Loop:
     def step(self) -> None:
         """One optimizer step over this rank's share of the next grad_accum micro-batches."""
         started, state, config = time.perf_counter(), self.state, self.config
-        rows = _step_indices(state, config, len(self.task.train), self.batches_per_epoch, self.orders)
+        rows = step_indices(state, config, len(self.task.train), self.batches_per_epoch, self.orders)
         mine = [self.ddp.shard(micro) for micro in rows]
         batches = [self.collate([self.task.train[i] for i in own]) if own else None for own in mine]
         local_items = [loss_items(b["labels"]) if b is not None else 0 for b in batches]

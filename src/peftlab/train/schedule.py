@@ -20,6 +20,7 @@ from torch import nn
 
 from peftlab.errors import ConfigError
 from peftlab.train.config import TrainConfig
+from peftlab.train.records import TrainState
 
 
 def linear_schedule_factor(step: int, warmup: int, total: int) -> float:
@@ -73,3 +74,18 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
     """The example indices of `epoch` in training order (a seeded permutation)."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(num_examples, generator=generator).tolist()
+
+
+def step_indices(state: TrainState, config: TrainConfig, num_examples: int, batches_per_epoch: int,
+                 orders: dict[int, list[int]]) -> list[list[int]]:
+    """The example indices of the next step's micro-batches (a step never spans two epochs)."""
+    if state.batch_in_epoch >= batches_per_epoch:
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+    if state.epoch not in orders:
+        orders.clear()
+        orders[state.epoch] = epoch_order(num_examples, config.seed, state.epoch)
+    order, size = orders[state.epoch], config.batch_size
+    start = state.batch_in_epoch
+    stop = min(start + config.grad_accum, batches_per_epoch)
+    state.batch_in_epoch = stop
+    return [order[j * size:(j + 1) * size] for j in range(start, stop)]
